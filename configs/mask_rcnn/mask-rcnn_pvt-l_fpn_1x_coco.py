@@ -1,0 +1,7 @@
+_base_ = './mask-rcnn_pvt-t_fpn_1x_coco.py'
+
+pretrained = 'https://github.com/whai362/PVT/releases/download/v2/pvt_large.pth'
+model = dict(
+    backbone=dict(
+        num_layers=[3, 8, 27, 3],
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

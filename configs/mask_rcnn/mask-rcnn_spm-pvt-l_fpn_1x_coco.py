@@ -1,0 +1,6 @@
+_base_ = './mask-rcnn_spm-pvt-t_fpn_1x_coco.py'
+
+pretrained = 'checkpoints/spm-pvt-l_8xb128_in1k.pth'
+model = dict(
+    backbone=dict(
+        arch='large', init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

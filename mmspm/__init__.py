@@ -1,0 +1,9 @@
+"""mmspm: Stepwise Patch Merging backbones for OpenMMLab."""
+from .checkpoint import register_safe_globals
+from .models import SPMPVT, StepwisePatchMerging
+from .registry import REGISTERED_IN
+from .version import __version__
+
+register_safe_globals()
+
+__all__ = ['SPMPVT', 'StepwisePatchMerging', 'REGISTERED_IN', '__version__']

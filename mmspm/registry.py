@@ -1,0 +1,29 @@
+"""Registers mmspm's backbone in the MODELS registry of every installed codebase.
+
+After ``import mmspm`` (or ``custom_imports=dict(imports=['mmspm'])``) a config
+of mmdet, mmsegmentation or mmpretrain can say ``type='SPMPVT'``, and any of
+them ``type='mmdet.SPMPVT'`` and the like.
+"""
+import importlib
+
+from .models import SPMPVT
+
+CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def register_all() -> list[str]:
+    """Register SPMPVT where the codebase is installed; return their names."""
+    registered = []
+    for scope in CODEBASES:
+        try:
+            registry = importlib.import_module(f'{scope}.registry').MODELS
+        except ModuleNotFoundError as e:
+            if e.name != scope:  # installed but broken: let the user see why
+                raise
+            continue
+        registry.register_module(module=SPMPVT, force=True)
+        registered.append(scope)
+    return registered
+
+
+REGISTERED_IN = register_all()

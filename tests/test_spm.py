@@ -1,0 +1,132 @@
+"""SPM layers against the naive oracle of tests/reference.py (SPM_SPEC section 1)."""
+import pytest
+import torch
+
+from mmspm.checkpoint import rename_reference_key
+from mmspm.models import StepwisePatchMerging
+from tests.conftest import randomize_norm_stats
+from tests.reference import RefSPM
+
+DIMS = [(64, 128), (128, 320), (320, 512)]
+
+
+def spm_pair(cin: int, cout: int) -> tuple[RefSPM, StepwisePatchMerging]:
+    ref = RefSPM(cin, cout)
+    randomize_norm_stats(ref)
+    fast = StepwisePatchMerging(cin, cout)
+    # The reference's SPM sits at `patch_embed2.spm.`; reuse the product's
+    # renaming so that a wrong rename fails here too.
+    state = {rename_reference_key('patch_embed2.spm.' + k)[len('patch_embeds.1.'):]: v
+             for k, v in ref.state_dict().items()}
+    fast.load_state_dict(state, strict=True)
+    return ref, fast
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+@pytest.mark.parametrize('cin,cout', DIMS)
+def test_equals_reference(cin, cout, mode):
+    """float32 outputs and input gradients to 1e-5; parameter gradients in
+    float64, where the summation order no longer hides a wrong formula (in
+    train mode some of them are exactly 0 in theory, float32 noise in practice)."""
+    for dtype in (torch.float32, torch.float64):
+        ref, fast = spm_pair(cin, cout)
+        ref.to(dtype), fast.to(dtype)
+        getattr(ref, mode)()
+        getattr(fast, mode)()
+        x = torch.randn(2, cin, 12, 20, dtype=dtype)
+        x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_ref, out_fast = ref(x_ref), fast(x_fast)
+        assert out_fast.shape == (2, cout, 6, 10)
+        torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=0)
+
+        grad = torch.randn_like(out_ref)
+        (out_ref * grad).sum().backward()
+        (out_fast * grad).sum().backward()
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, atol=1e-5, rtol=0)
+        if mode == 'train':  # batch statistics were updated identically
+            ref_state = ref.state_dict()
+            for name in ('msa.proj.1.running_mean', 'msa.proj.1.running_var',
+                         'gle.gtg.0.running_mean', 'gle.gtg.0.running_var'):
+                torch.testing.assert_close(fast.state_dict()[name], ref_state[name],
+                                           atol=1e-5, rtol=0, msg=name)
+    ref_params = dict(ref.named_parameters())
+    for name, p in fast.named_parameters():
+        ref_name = name.replace('gle.qkv', 'gle.attn.qkv')
+        for i, k in enumerate((3, 5, 7, 9)):
+            ref_name = ref_name.replace(f'local_convs.{i}', f'local_conv_{k}')
+        torch.testing.assert_close(p.grad, ref_params[ref_name].grad, atol=1e-9,
+                                   rtol=1e-9, msg=f'gradient of {name}')
+
+
+def test_channel_shuffle_order():
+    """Only head 0 (kernel 3) carries signal: the grouped 1x1 must see it at
+    channels 0, 4, 8, ... (channel d of head i -> d*4 + i)."""
+    _, fast = spm_pair(64, 128)
+    msa = fast.msa
+    for i, conv in enumerate(msa.local_convs):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    torch.nn.init.ones_(msa.local_convs[0].bias)  # head 0 outputs 1 everywhere
+    seen = {}
+    msa.proj[0].register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    msa(torch.randn(1, 64, 4, 4))
+    nonzero = seen['x'][0, :, 0, 0].nonzero().flatten().tolist()
+    assert nonzero == list(range(0, 64, 4))
+
+
+def naive_any_size(ref: RefSPM, x: torch.Tensor) -> torch.Tensor:
+    """The documented odd-size rule, window by window: the guide token
+    attends to itself and to the window's pixels that lie inside the map."""
+    gle = ref.gle
+    y = ref.msa(x)
+    B, C, H, W = y.shape
+    guide = gle.gtg(y)
+    Hg, Wg = guide.shape[-2:]
+    out = torch.empty(B, C, Hg, Wg)
+    for i in range(Hg):
+        for j in range(Wg):
+            tokens = [guide[:, :, i, j]] + [
+                y[:, :, r, c] for r in (2 * i, 2 * i + 1) for c in (2 * j, 2 * j + 1)
+                if r < H and c < W
+            ]
+            attended = gle.attn(gle.norm0(torch.stack(tokens, 1)))[:, 0]
+            out[:, :, i, j] = gle.norm1(attended)
+    return out
+
+
+@pytest.mark.parametrize('hw', [(7, 9), (31, 31), (33, 47), (1, 1), (2, 3), (5, 2)])
+def test_any_size(hw):
+    ref, fast = spm_pair(128, 320)
+    ref.eval(), fast.eval()
+    x = torch.randn(2, 128, *hw)
+    with torch.no_grad():
+        out = fast(x)
+        expected = naive_any_size(ref, x)
+    H, W = hw
+    assert out.shape == (2, 320, (H + 1) // 2, (W + 1) // 2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_naive_any_size_is_the_reference_on_even_sizes():
+    ref, _ = spm_pair(64, 128)
+    ref.eval()
+    x = torch.randn(1, 64, 6, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(naive_any_size(ref, x), ref(x), atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_every_parameter():
+    _, fast = spm_pair(64, 128)
+    fast.train()
+    fast(torch.randn(2, 64, 9, 11)).square().sum().backward()
+    for name, p in fast.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_bad_channels():
+    with pytest.raises(ValueError, match='divisible'):
+        StepwisePatchMerging(66, 128)
+    with pytest.raises(ValueError, match='num_heads'):
+        StepwisePatchMerging(64, 100)
+    with pytest.raises(ValueError, match='expects 64 input channels, got 32'):
+        StepwisePatchMerging(64, 128)(torch.randn(1, 32, 8, 8))

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Usage: tools/dist_train.sh CONFIG NPROC [train.py options]
+# One process per GPU (NCCL), or NPROC CPU processes (gloo) without a GPU.
+set -euo pipefail
+CONFIG=$1
+NPROC=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$([ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python)}
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
+    --nproc_per_node="$NPROC" \
+    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "${@:3}"
