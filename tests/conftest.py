@@ -1,3 +1,7 @@
+import os.path as osp
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -31,3 +35,15 @@ def reference_model(arch: str = 'tiny') -> RefSPMPVT:
 
 def backbone_state(ref: RefSPMPVT) -> dict:
     return split_checkpoint(ref.state_dict())[0]
+
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory):
+    """A small copy of the embedded demo data, made by the real generator."""
+    out = tmp_path_factory.mktemp('demo_data')
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', str(out),
+                    '--num-train', '8', '--num-val', '4'], cwd=ROOT, check=True)
+    return out

@@ -17,6 +17,7 @@ pretrained = 'checkpoints/spm-pvt-t_8xb128_in1k.pth'
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
+    pretrained=None,  # the base's ResNet weights; the backbone has init_cfg
     backbone=dict(
         _delete_=True,
         type='SPMPVT',

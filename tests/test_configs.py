@@ -1,0 +1,184 @@
+"""Every config parses, builds, and says the paper's recipe; every model family
+takes a real loss step and a predict step on demo data of odd sizes."""
+import copy
+import glob
+import importlib
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper
+from mmengine.registry import init_default_scope
+
+import mmspm
+from tests.conftest import ROOT
+
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
+ARCHS = dict(t='tiny', s='small', m='medium', l='large')
+PVT_DEPTHS = dict(t=[2, 2, 2, 2], s=[3, 4, 6, 3], m=[3, 4, 18, 3], l=[3, 8, 27, 3])
+
+
+def build(cfg: Config, part: dict):
+    init_default_scope(cfg.default_scope)
+    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(part)
+
+
+def test_expected_configs_exist():
+    names = {osp.relpath(c, osp.join(ROOT, 'configs')) for c in CONFIGS}
+    for s in 'tsml':
+        for prefix in ('spm-pvt', 'pvt'):
+            assert f'mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py' in names
+            assert f'semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py' in names
+        assert f'imagenet/spm-pvt-{s}_8xb128_in1k.py' in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
+def test_config_builds_with_recipe(path):
+    cfg = Config.fromfile(path)
+    name = osp.basename(path)
+    model = build(cfg, cfg.model)
+    backbone = cfg.model.backbone
+    size = name.split('pvt-')[1][0]
+    if 'spm-pvt' in name:
+        assert isinstance(model.backbone, mmspm.SPMPVT)
+        assert model.backbone.arch_settings['depths'] == mmspm.models.ARCH_SETTINGS[
+            ARCHS[size]]['depths']
+        if 'demo' not in name and cfg.default_scope != 'mmpretrain':
+            assert backbone.init_cfg == dict(
+                type='Pretrained', checkpoint=f'checkpoints/spm-pvt-{size}_8xb128_in1k.pth')
+    else:
+        assert type(model.backbone).__name__ == 'PyramidVisionTransformer'
+        assert backbone.num_layers == PVT_DEPTHS[size]
+    if 'demo' in name:
+        return
+    optimizer = cfg.optim_wrapper.optimizer
+    if cfg.default_scope == 'mmdet':
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 1e-4)
+        assert cfg.train_cfg.max_epochs == 12
+        assert cfg.train_dataloader.batch_size == 2
+        assert cfg.auto_scale_lr.base_batch_size == 16
+        assert cfg.model.neck.in_channels == [64, 128, 320, 512]
+        assert cfg.val_evaluator.type == 'CocoMetric'
+        assert cfg.val_evaluator.metric == ['bbox', 'segm']
+    elif cfg.default_scope == 'mmseg':
+        assert (optimizer.type, optimizer.lr) == ('AdamW', 1e-4)
+        assert cfg.train_cfg.max_iters == 40000
+        assert cfg.train_dataloader.batch_size == 2
+        assert [(s.type, s.power, s.end) for s in cfg.param_scheduler] == [('PolyLR', 0.9, 40000)]
+        assert cfg.crop_size == (512, 512)
+        assert cfg.model.decode_head.num_classes == 150
+        test_resize = [t for t in cfg.test_pipeline if t.type == 'Resize'][0]
+        assert min(test_resize.scale) == 512 and test_resize.keep_ratio
+        assert cfg.val_evaluator.type == 'IoUMetric'
+    else:
+        assert backbone.with_cls_token and tuple(backbone.out_indices) == (3, )
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-3, 0.05)
+        assert cfg.train_cfg.max_epochs == 300
+        assert cfg.train_dataloader.batch_size == 128
+        assert cfg.auto_scale_lr.base_batch_size == 1024
+        assert {a.type for a in cfg.model.train_cfg.augments} == {'Mixup', 'CutMix'}
+        assert cfg.model.head.loss.type == 'LabelSmoothLoss'
+        assert 'RandomErasing' in [t.type for t in cfg.train_pipeline]
+        assert any(s.type == 'CosineAnnealingLR' for s in cfg.param_scheduler)
+        assert [t for t in cfg.val_dataloader.dataset.pipeline
+                if t.type == 'CenterCrop'][0].crop_size == 224
+
+
+def _demo_config(task: str, demo_data) -> Config:
+    if task == 'det':
+        cfg = Config.fromfile(osp.join(ROOT, 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py'))
+        root = str(demo_data / 'coco') + '/'
+    else:
+        cfg = Config.fromfile(osp.join(ROOT, 'configs/demo/fpn_spm-pvt-t_demo.py'))
+        root = str(demo_data / 'ade') + '/'
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.data_root = root
+    return cfg
+
+
+def _batches(cfg: Config):
+    """Two training samples and one predict sample (unpadded test images of
+    two sizes cannot be stacked)."""
+    init_default_scope(cfg.default_scope)
+    datasets = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+    train = datasets.build(cfg.train_dataloader.dataset)
+    val = datasets.build(cfg.val_dataloader.dataset)
+    return (pseudo_collate([train[0], train[1]]),
+            pseudo_collate([val[0]]))
+
+
+def _step(model, train_batch, val_batch):
+    model.init_weights()
+    model.train()
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    losses = model.train_step(train_batch, optim)
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    changed = [k for k, v in model.backbone.state_dict().items()
+               if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert changed, 'the loss step did not update the backbone'
+    model.eval()
+    with torch.no_grad():
+        return model.val_step(val_batch)
+
+
+@pytest.mark.parametrize('config', [
+    'mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py',
+    'mask_rcnn/mask-rcnn_pvt-t_fpn_1x_coco.py',
+])
+def test_detector_steps(config, demo_data):
+    data_cfg = _demo_config('det', demo_data)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    # The demo's three classes and proposal budget; no padding to 32 at test
+    # time, so the backbone sees odd sizes.
+    model_cfg.roi_head = data_cfg.model.roi_head
+    model_cfg.train_cfg = data_cfg.model.train_cfg
+    model_cfg.test_cfg = data_cfg.model.test_cfg
+    model = build(cfg, model_cfg)
+    train_batch, val_batch = _batches(data_cfg)
+    model.data_preprocessor.pad_size_divisor = 1
+    outputs = _step(model, train_batch, val_batch)
+    h, w = val_batch['inputs'][0].shape[-2:]
+    assert h % 32 or w % 32
+    for out in outputs:
+        pred = out.pred_instances
+        assert pred.masks.shape[-2:] == out.ori_shape
+        assert pred.bboxes.shape[1] == 4 and len(pred.labels) == len(pred.scores)
+
+
+@pytest.mark.parametrize('config', [
+    'semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py',
+    'semantic_fpn/fpn_pvt-t_8xb2-40k_ade20k-512x512.py',
+])
+def test_segmentor_steps(config, demo_data):
+    data_cfg = _demo_config('seg', demo_data)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
+    model_cfg.data_preprocessor.size = data_cfg.crop_size
+    model = build(cfg, model_cfg)
+    train_batch, val_batch = _batches(data_cfg)
+    outputs = _step(model, train_batch, val_batch)
+    h, w = val_batch['inputs'][0].shape[-2:]
+    assert h % 32 or w % 32
+    for out in outputs:
+        assert tuple(out.pred_sem_seg.data.shape[-2:]) == out.ori_shape
+        assert out.seg_logits.data.shape[0] == 150
+
+
+def test_classifier_steps():
+    from mmpretrain.structures import DataSample
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
+    # The Runner takes the top-level data_preprocessor the same way.
+    model = build(cfg, dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    images = [torch.randint(0, 256, (3, 97, 113), dtype=torch.uint8) for _ in range(2)]
+    batch = dict(inputs=images,
+                 data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])
+    outputs = _step(model, batch, dict(inputs=images, data_samples=None))
+    assert [tuple(o.pred_score.shape) for o in outputs] == [(1000, ), (1000, )]
+    assert all(abs(float(o.pred_score.sum()) - 1) < 1e-4 for o in outputs)
