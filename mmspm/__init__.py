@@ -1,9 +1,10 @@
 """mmspm: Stepwise Patch Merging backbones for OpenMMLab."""
-from .checkpoint import register_safe_globals
+from .checkpoint import patch_mmengine_loading, register_safe_globals
 from .models import SPMPVT, StepwisePatchMerging
 from .registry import REGISTERED_IN
 from .version import __version__
 
 register_safe_globals()
+patch_mmengine_loading()
 
 __all__ = ['SPMPVT', 'StepwisePatchMerging', 'REGISTERED_IN', '__version__']

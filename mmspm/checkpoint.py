@@ -73,6 +73,17 @@ def register_safe_globals() -> None:
     torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
+# What torch's weights_only unpickler says when a pickle asks for code.
+_REFUSED_MESSAGES = ('Unsupported global', 'unrecognized function',
+                     'is not allowed in a checkpoint', 'is blocked')
+
+
+def _unpickling_detail(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines()]
+    return next((line for line in lines if 'WeightsUnpickler error' in line),
+                lines[-1] if lines else type(error).__name__)
+
+
 def load_file(path: str) -> dict:
     """Read a checkpoint file without running pickled code."""
     if not osp.isfile(path):
@@ -89,15 +100,15 @@ def load_file(path: str) -> dict:
         with torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'Weights only load failed' in str(e):
+        if any(m in str(e) for m in _REFUSED_MESSAGES):
             raise CheckpointError(
                 f'Checkpoint {path!r} holds pickled objects that are not '
                 f'tensors or mmengine checkpoint data, so it was refused '
                 f'(it could run code). Save a plain state dict of tensors, '
-                f'or a .safetensors file. Detail: {str(e).splitlines()[-1]}'
+                f'or a .safetensors file. Detail: {_unpickling_detail(e)}'
             ) from e
         raise CheckpointError(f'Checkpoint {path!r} is corrupt or truncated '
-                              f'({e}).') from e
+                              f'({_unpickling_detail(e)}).') from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f'Checkpoint {path!r} is corrupt or truncated '
                               f'({type(e).__name__}: {e}).') from e
@@ -157,29 +168,37 @@ def rename_reference_key(key: str) -> Optional[str]:
     return key
 
 
+def reference_mapping(state: dict) -> dict[str, str]:
+    """Reference key -> mmpretrain ``ImageClassifier`` key, for every key."""
+    mapping = {}
+    for k in state:
+        if k.startswith('head.'):
+            mapping[k] = 'head.fc.' + k[len('head.'):]
+        elif (new := rename_reference_key(k)) is not None:
+            mapping[k] = 'backbone.' + new
+        else:
+            raise CheckpointError(
+                f'Reference-layout checkpoint has a key mmspm cannot map: '
+                f'{k!r} (expected patch_embed*, pos_embed*, block*, norm.*, '
+                f'cls_token, head.*). Is it an SPM-PVT checkpoint?')
+    return mapping
+
+
 def split_checkpoint(state: dict) -> tuple[dict, dict, str]:
     """(backbone state, classifier-head state ``{'fc.weight', ...}``, layout)."""
     layout = detect_layout(state)
-    backbone, head = OrderedDict(), OrderedDict()
     if layout == 'reference':
-        for k, v in state.items():
-            if k.startswith('head.'):
-                head['fc.' + k[len('head.'):]] = v
-            elif (new := rename_reference_key(k)) is not None:
-                backbone[new] = v
-            else:
-                raise CheckpointError(
-                    f'Reference-layout checkpoint has a key mmspm cannot map: '
-                    f'{k!r} (expected patch_embed*, pos_embed*, block*, norm.*, '
-                    f'cls_token, head.*). Is it an SPM-PVT checkpoint?')
-    elif layout == 'openmmlab':
+        mapping = reference_mapping(state)
+        state = OrderedDict((mapping[k], v) for k, v in state.items())
+    backbone, head = OrderedDict(), OrderedDict()
+    if layout == 'backbone':
+        backbone = OrderedDict(state)
+    elif layout in ('reference', 'openmmlab'):
         for k, v in state.items():
             if k.startswith('backbone.'):
                 backbone[k[len('backbone.'):]] = v
             elif k.startswith('head.fc.'):
                 head[k[len('head.'):]] = v
-    elif layout == 'backbone':
-        backbone = OrderedDict(state)
     return backbone, head, layout
 
 
@@ -255,32 +274,61 @@ def check_coverage(model: nn.Module, state: dict, prefix: str = '',
             f'mmseg checkpoint with backbone.* keys, or a bare SPMPVT state dict.')
 
 
-def load_state_dict_hook(model: nn.Module, state: dict, prefix: str,
-                         unexpected_keys: list) -> None:
-    """Pre-hook of ``SPMPVT._load_from_state_dict``: any known layout loads.
+def load_state_dict_hook(model: nn.Module, state: dict, prefix: str) -> None:
+    """Pre-hook of ``SPMPVT._load_from_state_dict``.
 
-    Runs for every load (``init_cfg``, ``load_from``, ``--resume``, plain
-    ``load_state_dict``). A bare backbone or reference checkpoint given to a
-    whole model (``load_from``) has no ``prefix``: its keys are moved under
-    the backbone's prefix here.
+    Runs for every load of the backbone's own keys (``init_cfg``,
+    ``load_from``, ``--resume``, plain ``load_state_dict``): adapts dense/cls
+    differences and position-embedding grids, then checks shapes and that the
+    checkpoint is an SPM-PVT one at all.
     """
-    if prefix and not any(k.startswith(prefix) for k in state):
-        layout = detect_layout(state)
-        if layout in ('reference', 'backbone'):
-            backbone, _, _ = split_checkpoint(
-                {k: v for k, v in state.items() if not k.startswith('head.')})
-            for k in list(state):
-                if k in unexpected_keys:
-                    unexpected_keys.remove(k)
-                if not k.startswith('head.'):
-                    del state[k]
-            state.update({prefix + k: v for k, v in backbone.items()})
     if not any(k.startswith(prefix) for k in state):
         return
     for note in adapt_to_model(model, state, prefix):
         print_log(f'SPMPVT: {note}', logger='current')
     check_shapes(model, state, prefix)
     check_coverage(model, state, prefix)
+
+
+def place_reference_state(model: nn.Module, state: dict) -> dict:
+    """A reference-layout state dict renamed for the model that holds SPMPVT.
+
+    ``load_from`` hands the whole checkpoint to the whole model (a detector,
+    say), so the authors' keys must go under the backbone's prefix; a
+    classifier's ``head`` gets the reference ``head.*`` as ``head.fc.*``.
+    Other state dicts are returned as they are. The authors' checkpoints may
+    nest the state dict under ``model``, which mmengine does not unwrap.
+    """
+    from .models import SPMPVT
+    if isinstance(state.get('model'), dict):  # mmengine unwraps only 'state_dict'
+        state = state['model']
+    prefixes = [n for n, m in model.named_modules() if isinstance(m, SPMPVT)]
+    if len(prefixes) != 1 or not prefixes[0] or detect_layout(state) != 'reference':
+        return state
+    backbone, head, _ = split_checkpoint(state)
+    placed = OrderedDict((f'{prefixes[0]}.{k}', v) for k, v in backbone.items())
+    if hasattr(getattr(model, 'head', None), 'fc'):
+        placed.update((f'head.{k}', v) for k, v in head.items())
+    print_log(f'SPMPVT: reference-layout checkpoint placed under '
+              f'{prefixes[0]}.', logger='current')
+    return placed
+
+
+def patch_mmengine_loading() -> None:
+    """Let mmengine's loader (``load_from``, ``load_checkpoint``, ``mim test``)
+    take reference-layout checkpoints: its ``load_state_dict`` is wrapped to
+    rename them first. mmengine offers no hook for this."""
+    import mmengine.runner.checkpoint as mmengine_checkpoint
+    original = mmengine_checkpoint.load_state_dict
+    if getattr(original, 'mmspm_wrapped', False):
+        return
+
+    def load_state_dict(module, state_dict, strict=False, logger=None):
+        target = module.module if hasattr(module, 'module') else module
+        return original(module, place_reference_state(target, state_dict), strict, logger)
+
+    load_state_dict.mmspm_wrapped = True
+    mmengine_checkpoint.load_state_dict = load_state_dict
 
 
 def load_backbone_checkpoint(model: nn.Module, path: str) -> None:

@@ -10,6 +10,9 @@ Writes, under OUT (default data/demo):
   (``images/{training,validation}/*.jpg``, ``annotations/.../*.png``); label
   values follow ADE20K (0 = unlabelled, reduced away by the dataset), with the
   background as ADE class 1 ('wall') and the shapes as classes 2-4.
+* ``imagenet/``: a classification set in ImageNet's layout
+  (``{train,val}/*.JPEG`` and ``meta/{train,val}.txt``), labelled with the
+  category of the image's largest shape (classes 0-2).
 
 Deterministic for a given --seed; rerunning overwrites only these files.
 """
@@ -78,13 +81,19 @@ def write_split(rng: np.random.Generator, out: str, split: str, num: int) -> Non
     ade_ann_dir = osp.join(out, 'ade', 'annotations', ade_split)
     for d in (img_dir, ade_img_dir, ade_ann_dir, osp.join(out, 'coco', 'annotations')):
         os.makedirs(d, exist_ok=True)
-    images, annotations = [], []
+    in1k_dir = osp.join(out, 'imagenet', split)
+    os.makedirs(in1k_dir, exist_ok=True)
+    os.makedirs(osp.join(out, 'imagenet', 'meta'), exist_ok=True)
+    images, annotations, in1k_list = [], [], []
     for i in range(num):
         img, objects, label = make_image(rng)
         name = f'{split}_{i:04d}'
         img.save(osp.join(img_dir, name + '.jpg'), quality=95)
         img.save(osp.join(ade_img_dir, name + '.jpg'), quality=95)
         label.save(osp.join(ade_ann_dir, name + '.png'))
+        img.save(osp.join(in1k_dir, name + '.JPEG'), quality=95)
+        largest = max(objects, key=lambda o: polygon_area(o[1]))[0]
+        in1k_list.append(f'{name}.JPEG {largest}\n')
         images.append(dict(id=i, file_name=name + '.jpg', width=img.width,
                            height=img.height))
         for cat, poly in objects:
@@ -96,6 +105,8 @@ def write_split(rng: np.random.Generator, out: str, split: str, num: int) -> Non
                 area=polygon_area(poly), iscrowd=0,
                 bbox=[round(x0, 2), round(y0, 2), round(float(xs.max()) - x0, 2),
                       round(float(ys.max()) - y0, 2)]))
+    with open(osp.join(out, 'imagenet', 'meta', f'{split}.txt'), 'w') as f:
+        f.writelines(in1k_list)
     categories = [dict(id=i + 1, name=n, supercategory='shape')
                   for i, n in enumerate(CATEGORIES)]
     with open(osp.join(out, 'coco', 'annotations', f'instances_{coco_split}.json'), 'w') as f:
@@ -114,7 +125,7 @@ def main() -> None:
     write_split(rng, args.out, 'train', args.num_train)
     write_split(rng, args.out, 'val', args.num_val)
     print(f'demo data written to {args.out}: {args.num_train} train / '
-          f'{args.num_val} val images (coco/ and ade/)')
+          f'{args.num_val} val images (coco/, ade/ and imagenet/)')
 
 
 if __name__ == '__main__':

@@ -264,7 +264,7 @@ class SPMPVT(BaseModule):
     def _adapt_checkpoint(module: 'SPMPVT', state: dict, prefix: str,
                           local_metadata, strict, missing_keys,
                           unexpected_keys: list, error_msgs) -> None:
-        load_state_dict_hook(module, state, prefix, unexpected_keys)
+        load_state_dict_hook(module, state, prefix)
 
     def init_weights(self) -> None:
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':

@@ -1,0 +1,89 @@
+"""Convert an SPM-PVT checkpoint in the authors' key layout to mmpretrain's.
+
+Usage: python tools/model_converters/spm2mmspm.py SRC DST [--overwrite]
+
+SRC: the reference checkpoint (state dict at the top level or under `model` /
+`state_dict`); it is read without unpickling arbitrary objects. DST: an
+`ImageClassifier` state dict (`backbone.*`, plus `head.fc.*` when SRC has a
+head) written as `.pth` holding tensors only, or as `.safetensors` when DST
+ends so. Load it with configs/imagenet/spm-pvt-*_8xb128_in1k.py, or as the
+backbone init of any detection/segmentation config.
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+
+from mmspm.checkpoint import (CheckpointError, detect_layout, load_file,
+                              reference_mapping, unwrap)
+from mmspm.models import ARCH_SETTINGS, SPMPVT
+
+
+def infer_arch(backbone: dict) -> str:
+    depths = tuple(
+        len({k.split('.')[2] for k in backbone if k.startswith(f'stages.{i}.')})
+        for i in range(4))
+    for name, settings in ARCH_SETTINGS.items():
+        if settings['depths'] == depths:
+            return name
+    raise CheckpointError(f'Blocks per stage {depths} match no SPM-PVT arch '
+                          f'({ {n: s["depths"] for n, s in ARCH_SETTINGS.items()} }).')
+
+
+def convert(src: str) -> tuple[dict, dict, str]:
+    """(converted state, reference -> converted key mapping, arch)."""
+    state = unwrap(load_file(src))
+    if detect_layout(state) != 'reference':
+        raise CheckpointError(f'{src} is not in the reference key layout '
+                              f'(found the {detect_layout(state)!r} layout); '
+                              f'nothing to convert.')
+    mapping = reference_mapping(state)
+    out = {mapping[k]: v.contiguous() for k, v in state.items()}
+    backbone = {k[len('backbone.'):]: v for k, v in out.items()
+                if k.startswith('backbone.')}
+    arch = infer_arch(backbone)
+    expected = SPMPVT(arch, with_cls_token=True).state_dict()
+    missing = sorted(set(expected) - set(backbone))
+    if missing:
+        raise CheckpointError(f'{src} lacks {len(missing)} SPM-PVT-{arch} '
+                              f'weights, e.g. {missing[:5]}.')
+    for k, v in backbone.items():
+        if k not in expected:
+            raise CheckpointError(f'{src}: {k!r} has no place in SPM-PVT-{arch}.')
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f'{src}: {k!r} has shape {tuple(v.shape)}, '
+                                  f'SPM-PVT-{arch} expects {tuple(expected[k].shape)}.')
+    return out, mapping, arch
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src')
+    parser.add_argument('dst')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace DST if it exists')
+    args = parser.parse_args()
+    if osp.exists(args.dst) and not args.overwrite:
+        print(f'error: {args.dst} exists; pass --overwrite to replace it.',
+              file=sys.stderr)
+        return 1
+    try:
+        state, mapping, arch = convert(args.src)
+    except CheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'SPM-PVT-{arch}: {len(state)} tensors')
+    for old, new in mapping.items():
+        print(f'  {old} -> {new}')
+    if args.dst.endswith('.safetensors'):
+        from safetensors.torch import save_file
+        save_file(state, args.dst)
+    else:
+        torch.save(state, args.dst)
+    print(f'wrote {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
