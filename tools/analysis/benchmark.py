@@ -1,0 +1,219 @@
+"""Speed and peak memory: mmspm's SPM vs the naive reference SPM vs PVT.
+
+Every row is timed in this run and reported as a ratio against its baseline
+measured in the same run. Each measurement runs in a fresh subprocess so its
+peak memory (the rise of the process's peak RSS on CPU, the CUDA allocator's
+peak on a GPU) is its own.
+
+Usage:
+    python tools/analysis/benchmark.py [--device cpu|cuda] [--sections spm backbone model]
+        [--repeat N] [--threads T]
+
+Sections:
+  spm       StepwisePatchMerging forward+backward, batch 2, 64 -> 128 channels,
+            200x336 (stage 2 of a 800x1344 detection input): mmspm vs naive.
+  backbone  Backbone forward+backward at 224x224, 512x512 and 800x1344 (the
+            padded 800x1333 detection input): SPM-PVT-T (mmspm), SPM-PVT-T with
+            the naive SPM layers, mmdet's PVT-T.
+  model     One training step (loss + backward) of Mask R-CNN at 800x1333 and
+            Semantic FPN at 512x512, SPM-PVT-T vs PVT-T.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)  # tests/reference.py: the naive SPM oracle
+
+CASES = {
+    'spm': [
+        ('SPM 64->128, 2x64x200x336', 'spm-naive', 'spm-mmspm'),
+    ],
+    'backbone': [(f'backbone {h}x{w}, batch {b}', f'pvt:{b}:{h}:{w}',
+                  f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
+                 for b, h, w in ((8, 224, 224), (2, 512, 512), (1, 800, 1344))],
+    'model': [
+        ('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
+        ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt'),
+    ],
+}
+
+
+def _rss_mb(field: str) -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def build_case(name: str, device: str):
+    """(step function, description) for one measured variant."""
+    import torch
+    import mmspm  # noqa: F401  (registers SPMPVT)
+    torch.manual_seed(0)
+    kind, *args = name.split(':')
+    if kind in ('spm-naive', 'spm-mmspm'):
+        from mmspm.models import StepwisePatchMerging
+        from tests.reference import RefSPM
+        layer = (RefSPM if kind == 'spm-naive' else StepwisePatchMerging)(64, 128)
+        layer.to(device).train()
+        x = torch.randn(2, 64, 200, 336, device=device)
+        if kind == 'spm-mmspm':  # what the backbone hands it: channels-last memory
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def step():
+            inp = x.detach().requires_grad_()
+            layer(inp).sum().backward()
+        return step
+
+    if kind in ('pvt', 'spm-pvt', 'spm-pvt-naive'):
+        b, h, w = (int(a) for a in args)
+        backbone = _backbone(kind, device)
+        x = torch.randn(b, 3, h, w, device=device)
+
+        def step():
+            sum(o.float().mean() for o in backbone(x)).backward()
+        return step
+
+    if kind in ('det', 'seg'):
+        return _model_step(kind, args[0], device)
+    raise ValueError(name)
+
+
+def _backbone(kind: str, device: str):
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    if kind == 'pvt':
+        model = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
+    else:
+        model = MODELS.build(dict(type='SPMPVT', arch='tiny'))
+        if kind == 'spm-pvt-naive':
+            _use_naive_spm(model)
+    return model.to(device).train()
+
+
+def _use_naive_spm(model) -> None:
+    """Swap the SPM layers for the naive reference ones (same weights)."""
+    import re
+
+    from tests.reference import RefSPM
+    for i in (1, 2, 3):
+        fast = model.patch_embeds[i]
+        naive = RefSPM(fast.in_channels, fast.out_channels)
+        state = {}
+        for k, v in fast.state_dict().items():
+            k = re.sub(r'local_convs\.(\d)', lambda m: f'local_conv_{3 + 2 * int(m[1])}', k)
+            state[k.replace('gle.qkv', 'gle.attn.qkv')] = v
+        naive.load_state_dict(state)
+        model.patch_embeds[i] = naive
+
+
+def _model_step(kind: str, backbone: str, device: str):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    config = dict(
+        det=f'configs/mask_rcnn/mask-rcnn_{backbone}-t_fpn_1x_coco.py',
+        seg=f'configs/semantic_fpn/fpn_{backbone}-t_8xb2-40k_ade20k-512x512.py')[kind]
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.model.backbone.init_cfg = None
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS'])
+    if kind == 'det':
+        from mmdet.testing import demo_mm_inputs
+        model = registry.MODELS.build(cfg.model).to(device).train()
+        packed = demo_mm_inputs(1, [[3, 800, 1333]], num_items=[8], with_mask=True)
+    else:
+        from mmseg.structures import SegDataSample
+        from mmengine.structures import PixelData
+        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
+        model = registry.MODELS.build(cfg.model).to(device).train()
+        samples = []
+        for _ in range(2):
+            s = SegDataSample()
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 512, 512)))
+            s.set_metainfo(dict(img_shape=(512, 512), ori_shape=(512, 512),
+                                pad_shape=(512, 512)))
+            samples.append(s)
+        packed = dict(inputs=[torch.randint(0, 256, (3, 512, 512), dtype=torch.uint8)
+                              for _ in range(2)], data_samples=samples)
+    data = model.data_preprocessor(packed, True)
+
+    def step():
+        losses = model(**data, mode='loss')
+        model.parse_losses(losses)[0].backward()
+    return step
+
+
+def worker(name: str, device: str, repeat: int) -> dict:
+    import torch
+    step = build_case(name, device)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mb('VmRSS')
+    step()  # warm-up; its peak is the peak of a step
+    sync()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == 'cuda' \
+        else _rss_mb('VmHWM') - base
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return dict(time=statistics.median(times), peak_mb=peak)
+
+
+def measure(name: str, args) -> dict:
+    cmd = [sys.executable, __file__, '--worker', name, '--device', args.device,
+           '--repeat', str(args.repeat)]
+    env = dict(os.environ)
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f'{name} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--sections', nargs='+', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=0)
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.device, args.repeat)))
+        return
+    import torch
+    machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
+               f'CPU, {os.cpu_count()} cores, torch {torch.__version__}')
+    print(f'device: {machine}; median of {args.repeat} steps after a warm-up; '
+          f'ratios are against the first row of each group, measured in this run\n')
+    print('| case | variant | time per step (s) | speed-up | peak memory (MiB) | memory ratio |')
+    print('|---|---|---|---|---|---|')
+    for section in args.sections:
+        for title, baseline, *others in CASES[section]:
+            base = measure(baseline, args)
+            for variant in (baseline, *others):
+                r = base if variant == baseline else measure(variant, args)
+                print(f'| {title} | {variant.split(":")[0]} | {r["time"]:.3f} | '
+                      f'{base["time"] / r["time"]:.2f}x | {r["peak_mb"]:.0f} | '
+                      f'{r["peak_mb"] / max(base["peak_mb"], 1e-9):.2f} |', flush=True)
+
+
+if __name__ == '__main__':
+    main()

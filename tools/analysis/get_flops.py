@@ -1,0 +1,123 @@
+"""Parameters and FLOPs in the paper's format (FLOPs = multiply-adds, as PVT).
+
+Usage:
+    python tools/analysis/get_flops.py [--what backbones models] [--archs t s m l]
+
+backbones: the ImageNet classifiers (configs/imagenet, 1000-class head) at
+    224x224: SPM-PVT as mmspm computes it, and the same model with the naive
+    reference SPM layers (what the authors' code executes); mmdet's PVT v1
+    dense backbones for reference.
+models: Mask R-CNN at 800x1280 and Semantic FPN at 512x512, SPM-PVT vs PVT.
+"""
+import argparse
+import os.path as osp
+import sys
+from functools import partial
+
+import torch
+from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import mmspm  # noqa: E402,F401
+from benchmark import _use_naive_spm  # noqa: E402
+
+SIZES = dict(t='tiny', s='small', m='medium', l='large')
+
+
+def sdpa_flops(inputs, outputs) -> int:
+    """q @ k^T and attn @ v of scaled_dot_product_attention."""
+    q, k = (i.type().sizes() for i in inputs[:2])
+    *batch, n, d = q
+    m = k[-2]
+    count = 1
+    for b in batch:
+        count *= b
+    return 2 * count * n * m * d
+
+
+def count(model: torch.nn.Module, inputs) -> float:
+    analyzer = FlopAnalyzer(model, inputs)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flops)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return analyzer.total() / 1e9
+
+
+def params(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def build(config: str):
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    init_default_scope(cfg.default_scope)
+    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+    if 'backbone' in cfg.model and cfg.model.backbone.get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    if cfg.default_scope == 'mmseg':
+        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
+    return registry.build(cfg.model).eval()
+
+
+def backbones(sizes) -> None:
+    print('| model (224x224) | Params (M) | FLOPs (G) |')
+    print('|---|---|---|')
+    x = torch.randn(1, 3, 224, 224)
+    for s in sizes:
+        model = build(f'configs/imagenet/spm-pvt-{s}_8xb128_in1k.py')
+        model.forward = partial(model.forward, mode='tensor')
+        print(f'| SPM-PVT-{s.upper()} classifier (mmspm) | {params(model):.2f} | '
+              f'{count(model, (x, )):.2f} |')
+        _use_naive_spm(model.backbone)
+        print(f'| SPM-PVT-{s.upper()} classifier (naive reference SPM ops) | '
+              f'{params(model):.2f} | {count(model, (x, )):.2f} |')
+    for s in sizes:
+        init_default_scope('mmdet')
+        from mmdet.registry import MODELS
+        depths = mmspm.models.ARCH_SETTINGS[SIZES[s]]['depths']
+        pvt = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=list(depths)))
+        print(f'| PVT-{s.upper()} dense backbone (mmdet) | {params(pvt):.2f} | '
+              f'{count(pvt.eval(), (x, )):.2f} |')
+        spm = MODELS.build(dict(type='SPMPVT', arch=SIZES[s])).eval()
+        print(f'| SPM-PVT-{s.upper()} dense backbone (mmspm) | {params(spm):.2f} | '
+              f'{count(spm, (x, )):.2f} |')
+
+
+def models(sizes) -> None:
+    print('| model | input | Params (M) | FLOPs (G) |')
+    print('|---|---|---|---|')
+    for s in sizes:
+        for prefix in ('pvt', 'spm-pvt'):
+            det = build(f'configs/mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py')
+            from mmdet.testing import demo_mm_inputs
+            data = det.data_preprocessor(
+                demo_mm_inputs(1, [[3, 800, 1280]], num_items=[1]), False)
+            det.forward = partial(det.forward, data_samples=data['data_samples'],
+                                  mode='tensor')
+            print(f'| Mask R-CNN {prefix.upper()}-{s.upper()} | 800x1280 | '
+                  f'{params(det):.2f} | {count(det, (data["inputs"], )):.1f} |')
+            seg = build(f'configs/semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py')
+            seg.forward = partial(seg.forward, mode='tensor')
+            x = torch.randn(1, 3, 512, 512)
+            print(f'| Semantic FPN {prefix.upper()}-{s.upper()} | 512x512 | '
+                  f'{params(seg):.2f} | {count(seg, (x, )):.1f} |')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--what', nargs='+', default=['backbones', 'models'],
+                        choices=['backbones', 'models'])
+    parser.add_argument('--archs', nargs='+', default=list(SIZES), choices=list(SIZES))
+    args = parser.parse_args()
+    with torch.no_grad():
+        if 'backbones' in args.what:
+            backbones(args.archs)
+            print()
+        if 'models' in args.what:
+            models(args.archs)
+
+
+if __name__ == '__main__':
+    main()
