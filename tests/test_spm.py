@@ -59,19 +59,25 @@ def test_equals_reference(cin, cout, mode):
 
 
 def test_channel_shuffle_order():
-    """Only head 0 (kernel 3) carries signal: the grouped 1x1 must see it at
-    channels 0, 4, 8, ... (channel d of head i -> d*4 + i)."""
+    """Head i outputs the constant 10**i; proj.0 reads only the first of its
+    four inputs per group, which must be channel d of head 0 (channel d of
+    head i -> shuffled channel d*4 + i)."""
     _, fast = spm_pair(64, 128)
     msa = fast.msa
     for i, conv in enumerate(msa.local_convs):
         torch.nn.init.zeros_(conv.weight)
-        torch.nn.init.zeros_(conv.bias)
-    torch.nn.init.ones_(msa.local_convs[0].bias)  # head 0 outputs 1 everywhere
+        torch.nn.init.constant_(conv.bias, 10.0**i)
+    torch.nn.init.zeros_(msa.proj[0].weight)
+    torch.nn.init.zeros_(msa.proj[0].bias)
+    msa.proj[0].weight.data[:, 0] = 1
     seen = {}
-    msa.proj[0].register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    msa.proj[1].register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
     msa(torch.randn(1, 64, 4, 4))
-    nonzero = seen['x'][0, :, 0, 0].nonzero().flatten().tolist()
-    assert nonzero == list(range(0, 64, 4))
+    torch.testing.assert_close(seen['x'], torch.ones(1, 128, 4, 4))
+    msa.proj[0].weight.data[:, 0] = 0
+    msa.proj[0].weight.data[:, 3] = 1  # the last input of every group: head 3
+    msa(torch.randn(1, 64, 4, 4))
+    torch.testing.assert_close(seen['x'], torch.full((1, 128, 4, 4), 1000.0))
 
 
 def naive_any_size(ref: RefSPM, x: torch.Tensor) -> torch.Tensor:

@@ -3,22 +3,24 @@
 The layers are numerically the authors' reference (SPM_SPEC section 1) but
 computed differently where that is cheaper:
 
-* MSA builds one depth-wise convolution from the four per-head kernels
-  (3, 5, 7, 9, zero-padded to 9x9) and applies it to the input with its
-  channels already in shuffled order, so neither the per-head loop, the
-  concatenation nor the channel shuffle materialises a tensor.
+* MSA folds the channel shuffle into its grouped 1x1 convolution, run as a
+  dense 1x1 convolution (a GEMM) whose weight is the grouped one scattered
+  into place; the shuffled tensor is never made.
 * GLE computes only the guide token's query. Keys and values are never
   formed: ``q . (W_k n + b_k) = (W_k^T q) . n + const`` (the constant cancels
   in the softmax) and ``sum_j a_j (W_v n_j + b_v) = W_v (sum_j a_j n_j) + b_v``,
   so the per-pixel work is a LayerNorm and two tiny batched products instead
-  of a ``C -> 3C`` projection of five tokens per window.
+  of a ``C -> 3C`` projection of five tokens per window. Windows are processed
+  in row chunks small enough for the CPU cache.
+* Everything runs in channels-last memory, where CPU depth-wise convolutions
+  are several times faster, and returns channels-last maps.
 
 Odd sizes: the output is ``ceil(H/2) x ceil(W/2)``. The guide token of a window
 on the bottom or right border attends to itself and to those of its four
 pixels that lie inside the map (missing pixels are masked, not zero-filled),
 so every size ``H, W >= 1`` is defined and even sizes equal the reference.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,35 +57,32 @@ class MultiScaleAggregation(nn.Module):
             nn.BatchNorm2d(2 * in_channels),
             nn.GELU(),
             nn.Conv2d(2 * in_channels, out_channels, 1))
-        # Input channel feeding shuffled channel d * num_heads + i: channel d
-        # of head i.
-        shuffle = torch.arange(in_channels).view(num_heads, head_channels).t()
-        self.register_buffer('shuffle', shuffle.reshape(-1), persistent=False)
-
-    def fused_weight(self) -> tuple[Tensor, Tensor]:
-        """The per-head kernels as one depth-wise kernel, in shuffled order."""
-        k_max = max(self.kernel_sizes)
-        weights, biases = [], []
-        for conv, k in zip(self.local_convs, self.kernel_sizes):
-            pad = (k_max - k) // 2
-            weights.append(F.pad(conv.weight, (pad, pad, pad, pad)))
-            biases.append(conv.bias)
-        weight = torch.stack(weights, 1).flatten(0, 1)
-        bias = torch.stack(biases, 1).flatten()
-        return weight, bias
+        # Group d of proj.0 sees channel d of every head (the channel
+        # shuffle), i.e. output o reads input channel i * head_channels + o // 8
+        # for head i: where its grouped weight goes in a dense one.
+        per_group = 2 * in_channels // head_channels
+        index = torch.arange(num_heads) * head_channels + torch.arange(
+            2 * in_channels)[:, None] // per_group
+        self.register_buffer('fuse_index', index, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.in_channels:
             raise ValueError(f'MultiScaleAggregation expects {self.in_channels} '
                              f'input channels, got {x.shape[1]} '
                              f'(input shape {tuple(x.shape)}).')
-        weight, bias = self.fused_weight()
-        # Channels-last memory: CPU depth-wise and grouped convolutions are
-        # several times faster in it, backward above all.
-        x = x.permute(0, 2, 3, 1).index_select(3, self.shuffle).permute(0, 3, 1, 2)
-        x = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2,
-                     groups=self.in_channels)
-        return self.proj(x)
+        # Channels-last: CPU depth-wise convolutions (backward above all) are
+        # several times faster in it; the backbone's maps already are.
+        x = x.contiguous(memory_format=torch.channels_last)
+        heads = x.split(self.in_channels // len(self.kernel_sizes), 1)
+        x = torch.cat([conv(h) for conv, h in zip(self.local_convs, heads)], 1)
+        # Channel shuffle + grouped 1x1 conv as one dense 1x1 conv whose weight
+        # is the grouped one scattered into place: a GEMM beats a convolution
+        # with 4 inputs per group, and no shuffled copy is made.
+        fuse = self.proj[0]
+        weight = fuse.weight.new_zeros(fuse.out_channels, self.in_channels).scatter(
+            1, self.fuse_index, fuse.weight.flatten(1))
+        x = F.conv2d(x, weight[:, :, None, None], fuse.bias)
+        return self.proj[1:](x)
 
 
 class GuidedLocalEnhancement(nn.Module):
@@ -96,6 +95,9 @@ class GuidedLocalEnhancement(nn.Module):
     returned as an NCHW-shaped view of channels-last memory, so flattening it
     to tokens costs nothing.
     """
+
+    # Size of one window chunk's (windows, heads, C) intermediates.
+    CHUNK_BYTES = 2 * 2**20
 
     def __init__(self,
                  channels: int,
@@ -119,37 +121,58 @@ class GuidedLocalEnhancement(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        h, d = self.num_heads, C // self.num_heads
         guide = self.gtg(x)
         Hg, Wg = guide.shape[-2:]
         pad_h, pad_w = 2 * Hg - H, 2 * Wg - W
+        # Channels-last (a free view of what MSA produces): window copies then
+        # move whole C-vectors.
+        x = x.permute(0, 2, 3, 1)
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        # Windows (B, Hg, Wg, 4, C); the order of the four pixels is irrelevant
-        # because only the guide token's query is kept and there is no
-        # positional term.
-        win = x.view(B, C, Hg, 2, Wg, 2).permute(0, 2, 4, 3, 5, 1)
-        win = self.norm0(win.reshape(B, Hg, Wg, 4, C))
-        g = self.norm0(guide.permute(0, 2, 3, 1))
-
-        weight, bias = self.qkv.weight, self.qkv.bias
-        w_k = weight[C:2 * C].view(h, d, C)
-        w_v = weight[2 * C:].view(h, d, C)
-        q = F.linear(g, weight[:C], bias[:C]).view(-1, h, d) * self.scale
-        qk = torch.bmm(q.transpose(0, 1), w_k).transpose(0, 1)  # (M, h, C)
-        win = win.view(-1, 4, C)
-        g = g.reshape(-1, C, 1)
-        scores = torch.cat([qk @ g, qk @ win.transpose(1, 2)], 2)  # (M, h, 5)
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        rows = x.reshape(B * Hg, 2, Wg, 2, C)  # window rows of every image
+        guide = guide.permute(0, 2, 3, 1).reshape(B * Hg, Wg, C)
+        mask = None
         if pad_h or pad_w:
-            mask = self._padding_mask(H, W, Hg, Wg, x.device)
-            scores = scores.view(B, Hg * Wg, h, 5).masked_fill(
-                mask, float('-inf')).view(-1, h, 5)
-        attn = scores.softmax(-1)
-        z = attn[..., :1] * g.transpose(1, 2) + attn[..., 1:] @ win  # (M, h, C)
-        out = torch.bmm(z.transpose(0, 1), w_v.transpose(1, 2))     # (h, M, d)
-        out = out.transpose(0, 1).reshape(B, Hg, Wg, C) + bias[2 * C:]
+            mask = self._padding_mask(H, W, Hg, Wg, x.device).repeat(B, 1, 1)
+        # Window rows in chunks keep every per-window intermediate (tokens,
+        # (windows, heads, C) products) in cache: about twice as fast on a
+        # CPU as whole-map passes.
+        # (split, not slicing: its backward concatenates instead of adding
+        # one full-size gradient per chunk).
+        step = max(1, self.CHUNK_BYTES // (self.num_heads * C * x.element_size() * Wg))
+        masks = [None] * B * Hg if mask is None else mask.split(step * Wg)
+        out = torch.cat([
+            self._attend(r, g, m)
+            for r, g, m in zip(rows.split(step), guide.split(step), masks)
+        ])
+        out = out.reshape(B, Hg, Wg, C) + self.qkv.bias[2 * C:]
         out = self.norm1(out)
         return out.permute(0, 3, 1, 2)
+
+    def _attend(self, rows: Tensor, guide: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """Guide-token attention of ``r`` window rows: ``(r, 2, Wg, 2, C)``
+        pixels and ``(r, Wg, C)`` guide tokens give ``(r * Wg, C)``, less the
+        value bias.
+
+        The five tokens of a window are the guide token then its 2x2 pixels
+        (their order does not matter: only the guide token's query is kept and
+        there is no positional term). Keys and values are never formed:
+        ``q . (W_k t + b_k)`` is ``(W_k^T q) . t`` plus a constant that the
+        softmax cancels, and ``sum_t a_t (W_v t + b_v) = W_v (sum_t a_t t) + b_v``.
+        """
+        r, Wg, C = guide.shape
+        h, d = self.num_heads, C // self.num_heads
+        pixels = rows.transpose(1, 2).reshape(r, Wg, 4, C)
+        tokens = self.norm0(torch.cat([guide.unsqueeze(2), pixels], 2)).view(-1, 5, C)
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(tokens[:, 0], weight[:C], bias[:C]).view(-1, h, d) * self.scale
+        qk = torch.bmm(q.transpose(0, 1), weight[C:2 * C].view(h, d, C))
+        scores = torch.bmm(qk.transpose(0, 1), tokens.transpose(1, 2))   # (n, h, 5)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float('-inf'))
+        z = torch.bmm(scores.softmax(-1), tokens)                        # (n, h, C)
+        out = torch.bmm(z.transpose(0, 1), weight[2 * C:].view(h, d, C).transpose(1, 2))
+        return out.transpose(0, 1).reshape(-1, C)
 
     @staticmethod
     def _padding_mask(H: int, W: int, Hg: int, Wg: int,
