@@ -331,8 +331,11 @@ def patch_mmengine_loading() -> None:
     mmengine_checkpoint.load_state_dict = load_state_dict
 
 
-def load_backbone_checkpoint(model: nn.Module, path: str) -> None:
-    """Initialise an SPMPVT from a checkpoint file of any known layout."""
+def load_backbone_checkpoint(model: nn.Module, path: str) -> tuple[list, list]:
+    """Initialise an SPMPVT from a checkpoint file of any known layout.
+
+    Returns (and logs) the missing and the unexpected keys.
+    """
     backbone, _, layout = split_checkpoint(unwrap(load_file(path)))
     if layout == 'unknown':
         raise CheckpointError(
@@ -346,3 +349,4 @@ def load_backbone_checkpoint(model: nn.Module, path: str) -> None:
     if unexpected:
         print_log(f'SPMPVT: unexpected keys (ignored): {unexpected}',
                   logger='current', level=30)
+    return missing, unexpected
