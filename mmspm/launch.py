@@ -17,14 +17,15 @@ from mmengine.config import Config
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
-def config_scope(config: str) -> str:
+def load_config(config: str) -> Config:
     if not osp.isfile(config):
         raise SystemExit(f'Config {config!r} does not exist.')
-    scope = Config.fromfile(config).get('default_scope')
-    if scope not in CODEBASES:
-        raise SystemExit(f'Config {config!r} has default_scope={scope!r}; '
-                         f'mmspm configs belong to one of {CODEBASES}.')
-    return scope
+    cfg = Config.fromfile(config)
+    if cfg.get('default_scope') not in CODEBASES:
+        raise SystemExit(f'Config {config!r} has default_scope='
+                         f'{cfg.get("default_scope")!r}; mmspm configs belong '
+                         f'to one of {CODEBASES}.')
+    return cfg
 
 
 def upstream_script(scope: str, name: str) -> str:
@@ -32,20 +33,33 @@ def upstream_script(scope: str, name: str) -> str:
     return osp.join(package_dir, '.mim', 'tools', f'{name}.py')
 
 
-def init_distributed() -> None:
+def init_distributed(cfg: Config, argv: list[str]) -> list[str]:
     """Start the process group before mmengine does, choosing the backend.
 
     mmengine's 'pytorch' launcher calls ``torch.cuda.set_device`` and uses
-    NCCL, so it cannot run on a machine without a GPU. With the group already
-    up, mmengine uses it as it is.
+    NCCL, and wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, so it
+    cannot run on a machine without a GPU. With the group already up mmengine
+    uses it as it is; on a CPU the DDP wrapper is configured without device
+    ids. Returns ``argv`` with that setting added.
     """
     if torch.distributed.is_initialized() or 'WORLD_SIZE' not in os.environ:
-        return
+        return argv
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         torch.distributed.init_process_group('nccl')
-    else:
-        torch.distributed.init_process_group('gloo')
+        return argv
+    torch.distributed.init_process_group('gloo')
+    if cfg.get('model_wrapper_cfg') is not None:
+        return argv
+    options = ['model_wrapper_cfg.type=MMDistributedDataParallel',
+               'model_wrapper_cfg.device_ids=None',
+               'model_wrapper_cfg.broadcast_buffers=False',
+               f'model_wrapper_cfg.find_unused_parameters='
+               f'{cfg.get("find_unused_parameters", False)}']
+    if '--cfg-options' in argv:  # a second flag would replace the user's
+        i = argv.index('--cfg-options') + 1
+        return argv[:i] + options + argv[i:]
+    return argv + ['--cfg-options'] + options
 
 
 def run_upstream(name: str, argv: list[str]) -> None:
@@ -54,8 +68,9 @@ def run_upstream(name: str, argv: list[str]) -> None:
     if not positional:
         raise SystemExit(f'usage: tools/{name}.py CONFIG ... (see the '
                          f'options of mmdet/mmseg/mmpretrain tools/{name}.py)')
-    script = upstream_script(config_scope(positional[0]), name)
+    cfg = load_config(positional[0])
+    script = upstream_script(cfg.default_scope, name)
     if '--launcher' in argv and argv[argv.index('--launcher') + 1] == 'pytorch':
-        init_distributed()
+        argv = init_distributed(cfg, argv)
     sys.argv = [script] + argv
     runpy.run_path(script, run_name='__main__')

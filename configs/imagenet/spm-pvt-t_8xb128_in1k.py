@@ -8,6 +8,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
+# Resumed runs draw the same dropout/drop-path masks as uninterrupted ones.
+custom_hooks = [dict(type='RNGStateHook')]
 
 model = dict(
     type='ImageClassifier',

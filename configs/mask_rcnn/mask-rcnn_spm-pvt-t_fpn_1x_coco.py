@@ -7,6 +7,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
+# Resumed runs draw the same dropout/drop-path masks as uninterrupted ones.
+custom_hooks = [dict(type='RNGStateHook')]
 
 # ImageNet-1K SPM-PVT checkpoint that initialises the backbone: the authors'
 # key layout, an mmpretrain classifier (configs/imagenet/) or a converted

@@ -8,6 +8,8 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
 custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
+# Resumed runs draw the same dropout/drop-path masks as uninterrupted ones.
+custom_hooks = [dict(type='RNGStateHook')]
 
 # ImageNet-1K SPM-PVT checkpoint that initialises the backbone (any layout
 # mmspm reads, see README). From the command line:

@@ -89,6 +89,8 @@ def build_case(name: str, device: str):
 def _backbone(kind: str, device: str):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
+
+    import mmspm  # noqa: F401  (registers SPMPVT)
     init_default_scope('mmdet')
     if kind == 'pvt':
         model = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
