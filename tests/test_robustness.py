@@ -31,8 +31,10 @@ def write_images(tmp_path) -> dict:
     return paths
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture
 def segmentor():
+    """Built per test: it also makes mmseg the default scope again (the
+    detector tests switch it to mmdet)."""
     from mmseg.apis import init_model
     return init_model(SEG_CONFIG, device='cpu')
 
@@ -63,7 +65,10 @@ def test_segmentation_any_image(segmentor, tmp_path, resize):
 def test_detection_any_image(detector, tmp_path, resize):
     from mmdet.apis import inference_detector
     pipeline = [t for t in detector.cfg.test_dataloader.dataset.pipeline
-                if t['type'] != 'LoadAnnotations' and (resize or t['type'] != 'Resize')]
+                if t['type'] != 'LoadAnnotations']
+    if not resize:  # mmdet needs a scale factor: resize by 1
+        pipeline = [dict(type='Resize', scale_factor=1.0, keep_ratio=True)
+                    if t['type'] == 'Resize' else t for t in pipeline]
     detector.cfg.test_dataloader.dataset.pipeline = pipeline
     for name, (path, hw) in write_images(tmp_path).items():
         result = inference_detector(detector, path)
