@@ -189,6 +189,12 @@ def measure(name: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def label(variant: str) -> str:
+    """'spm-pvt:2:512:512' -> 'spm-pvt'; 'det:pvt' -> 'pvt'."""
+    kind, *args = variant.split(':')
+    return args[0] if kind in ('det', 'seg') else kind
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -212,7 +218,7 @@ def main() -> None:
             base = measure(baseline, args)
             for variant in (baseline, *others):
                 r = base if variant == baseline else measure(variant, args)
-                print(f'| {title} | {variant.split(":")[0]} | {r["time"]:.3f} | '
+                print(f'| {title} | {label(variant)} | {r["time"]:.3f} | '
                       f'{base["time"] / r["time"]:.2f}x | {r["peak_mb"]:.0f} | '
                       f'{r["peak_mb"] / max(base["peak_mb"], 1e-9):.2f} |', flush=True)
 
