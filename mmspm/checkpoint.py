@@ -262,6 +262,30 @@ def check_shapes(model: nn.Module, state: dict, prefix: str = '') -> None:
                     f'another architecture (check `arch`).')
 
 
+def stage_depths(state: dict, prefix: str = '') -> tuple[int, ...]:
+    """Blocks per stage in an mmspm-named state dict."""
+    return tuple(
+        len({k[len(prefix):].split('.')[2] for k in state
+             if k.startswith(f'{prefix}stages.{i}.')}) for i in range(4))
+
+
+def arch_of(depths: tuple[int, ...]) -> Optional[str]:
+    from .models.spm_pvt import ARCH_SETTINGS
+    return next((n for n, a in ARCH_SETTINGS.items() if a['depths'] == depths), None)
+
+
+def check_depths(model: nn.Module, state: dict, prefix: str = '') -> None:
+    """Blocks per stage must agree: all SPM-PVT sizes share every tensor
+    shape, so a checkpoint of another size would otherwise half-load."""
+    found = stage_depths(state, prefix)
+    own = tuple(len(stage) for stage in model.stages)
+    if any(found) and found != own:
+        raise CheckpointError(
+            f'The checkpoint has {found} blocks per stage, the model {own}: it '
+            f'is SPM-PVT-{arch_of(found) or "?"}, not this arch (check `arch`; '
+            f'stage keys {prefix}stages.*).')
+
+
 def check_coverage(model: nn.Module, state: dict, prefix: str = '',
                    min_fraction: float = 0.5) -> None:
     own = model.state_dict()
@@ -287,6 +311,7 @@ def load_state_dict_hook(model: nn.Module, state: dict, prefix: str) -> None:
     for note in adapt_to_model(model, state, prefix):
         print_log(f'SPMPVT: {note}', logger='current')
     check_shapes(model, state, prefix)
+    check_depths(model, state, prefix)
     check_coverage(model, state, prefix)
 
 

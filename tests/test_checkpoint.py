@@ -190,15 +190,19 @@ def test_missing_extra_and_misshaped_keys(ref_tiny, tmp_path):
         dense_from(tmp_path / 'shaped.pth')
 
 
-def test_other_arch_names_key_and_shapes(tmp_path):
+def test_other_arch_is_refused_with_key_and_shapes(tmp_path):
     small = reference_model('small')
     torch.save(small.state_dict(), tmp_path / 'small.pth')
-    # tiny has 2 blocks in stage 1, small 3: the shared keys load, the extra
-    # blocks are unexpected; a custom wider arch mismatches shapes.
+    # SPM-PVT sizes share all shapes: the depths tell them apart
+    with pytest.raises(CheckpointError, match=r'\(3, 4, 6, 3\) blocks per stage, the model '
+                                              r'\(2, 2, 2, 2\).*SPM-PVT-small'):
+        dense_from(tmp_path / 'small.pth')
+    # a custom wider arch: the first mismatched tensor, with both shapes
     wide = dict(embed_dims=(64, 128, 320, 640), num_heads=(1, 2, 5, 8),
                 mlp_ratios=(8, 8, 4, 4), depths=(3, 4, 6, 3), sr_ratios=(8, 4, 2, 1))
     model = SPMPVT(wide, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'small.pth')))
-    with pytest.raises(CheckpointError, match=r"has shape \(1, 49, 512\) but the model expects \(1, 49, 640\)|shape"):
+    with pytest.raises(CheckpointError, match=r"'pos_embeds\.3' has shape \(1, 49, 512\) "
+                                              r"but the model expects \(1, 49, 640\)"):
         model.init_weights()
 
 

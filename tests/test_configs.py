@@ -109,6 +109,14 @@ def _batches(cfg: Config):
             pseudo_collate([val[0]]))
 
 
+def _untrained(config: str):
+    """A real config and its model settings without the ImageNet init."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    return cfg, model_cfg
+
+
 def _step(model, train_batch, val_batch):
     model.init_weights()
     model.train()
@@ -130,9 +138,7 @@ def _step(model, train_batch, val_batch):
 ])
 def test_detector_steps(config, demo_data):
     data_cfg = _demo_config('det', demo_data)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.init_cfg = None
+    cfg, model_cfg = _untrained(config)
     # The demo's three classes and proposal budget; no padding to 32 at test
     # time, so the backbone sees odd sizes.
     model_cfg.roi_head = data_cfg.model.roi_head
@@ -156,9 +162,7 @@ def test_detector_steps(config, demo_data):
 ])
 def test_segmentor_steps(config, demo_data):
     data_cfg = _demo_config('seg', demo_data)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.init_cfg = None
+    cfg, model_cfg = _untrained(config)
     model_cfg.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
     model_cfg.data_preprocessor.size = data_cfg.crop_size
     model = build(cfg, model_cfg)

@@ -15,20 +15,18 @@ import sys
 
 import torch
 
-from mmspm.checkpoint import (CheckpointError, detect_layout, load_file,
-                              reference_mapping, unwrap)
+from mmspm.checkpoint import (CheckpointError, arch_of, detect_layout, load_file,
+                              reference_mapping, stage_depths, unwrap)
 from mmspm.models import ARCH_SETTINGS, SPMPVT
 
 
 def infer_arch(backbone: dict) -> str:
-    depths = tuple(
-        len({k.split('.')[2] for k in backbone if k.startswith(f'stages.{i}.')})
-        for i in range(4))
-    for name, settings in ARCH_SETTINGS.items():
-        if settings['depths'] == depths:
-            return name
-    raise CheckpointError(f'Blocks per stage {depths} match no SPM-PVT arch '
-                          f'({ {n: s["depths"] for n, s in ARCH_SETTINGS.items()} }).')
+    arch = arch_of(stage_depths(backbone))
+    if arch is None:
+        raise CheckpointError(
+            f'Blocks per stage {stage_depths(backbone)} match no SPM-PVT arch '
+            f'({ {n: s["depths"] for n, s in ARCH_SETTINGS.items()} }).')
+    return arch
 
 
 def convert(src: str) -> tuple[dict, dict, str]:
