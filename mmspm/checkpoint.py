@@ -29,7 +29,6 @@ from torch import Tensor, nn
 KERNEL_SIZES = (3, 5, 7, 9)
 
 
-
 def _history_buffer_statistic(owner: type, name: str) -> Callable:
     """Stands in for ``getattr`` while unpickling, for one use only.
 
@@ -97,8 +96,10 @@ def load_file(path: str) -> dict:
             raise CheckpointError(f'Checkpoint {path!r} is not a readable '
                                   f'safetensors file ({e}).') from e
     try:
-        with torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS):
-            return torch.load(path, map_location='cpu', weights_only=True)
+        # Not torch's safe_globals() context: on exit it removes the types
+        # again, also for everyone who registered them before.
+        register_safe_globals()
+        return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         if any(m in str(e) for m in _REFUSED_MESSAGES):
             raise CheckpointError(

@@ -274,3 +274,19 @@ def test_mim_test_mmpretrain_with_converted_checkpoint(ref_file, demo_data, tmp_
               'test_dataloader.batch_size=4', 'test_dataloader.num_workers=0',
               'test_dataloader.persistent_workers=False')
     assert 0.0 <= metric(out, 'accuracy/top1') <= 100.0
+
+
+def test_loading_keeps_the_allow_list_registered(ref_file, tmp_path):
+    """mmengine's own loads (resume, load_from) rely on the global allow-list:
+    mmspm's loader must not remove it after use."""
+    from mmengine.logging import HistoryBuffer
+    load_file(str(ref_file))
+    (tmp_path / 'garbage.pth').write_bytes(b'garbage')
+    with pytest.raises(CheckpointError):
+        load_file(str(tmp_path / 'garbage.pth'))
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+    path = tmp_path / 'runner_style.pth'
+    buffer = HistoryBuffer()
+    buffer.update(1e-4)
+    torch.save({'message_hub': {'train/lr': buffer}}, path)
+    assert isinstance(torch.load(path)['message_hub']['train/lr'], HistoryBuffer)
