@@ -251,8 +251,9 @@ def adapt_to_model(model: nn.Module, state: dict, prefix: str = '') -> list[str]
     return notes
 
 
-def check_shapes(model: nn.Module, state: dict, prefix: str = '') -> None:
-    own = model.state_dict()
+def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
+    """Every checkpoint tensor under ``prefix`` that the model (its state dict
+    ``own``) has must have the model's shape."""
     for k, v in state.items():
         if k.startswith(prefix) and k[len(prefix):] in own:
             shape = own[k[len(prefix):]].shape
@@ -287,9 +288,8 @@ def check_depths(model: nn.Module, state: dict, prefix: str = '') -> None:
             f'stage keys {prefix}stages.*).')
 
 
-def check_coverage(model: nn.Module, state: dict, prefix: str = '',
+def check_coverage(own: dict, state: dict, prefix: str = '',
                    min_fraction: float = 0.5) -> None:
-    own = model.state_dict()
     matched = sum(k[len(prefix):] in own for k in state if k.startswith(prefix))
     if matched < min_fraction * len(own):
         raise CheckpointError(
@@ -311,9 +311,10 @@ def load_state_dict_hook(model: nn.Module, state: dict, prefix: str) -> None:
         return
     for note in adapt_to_model(model, state, prefix):
         print_log(f'SPMPVT: {note}', logger='current')
-    check_shapes(model, state, prefix)
+    own = model.state_dict()
+    check_shapes(own, state, prefix)
     check_depths(model, state, prefix)
-    check_coverage(model, state, prefix)
+    check_coverage(own, state, prefix)
 
 
 def place_reference_state(model: nn.Module, state: dict) -> dict:

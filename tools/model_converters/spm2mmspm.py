@@ -15,8 +15,9 @@ import sys
 
 import torch
 
-from mmspm.checkpoint import (CheckpointError, arch_of, detect_layout, load_file,
-                              reference_mapping, stage_depths, unwrap)
+from mmspm.checkpoint import (CheckpointError, arch_of, check_shapes, detect_layout,
+                              load_file, reference_mapping, stage_depths,
+                              unwrap)
 from mmspm.models import ARCH_SETTINGS, SPMPVT
 
 
@@ -46,12 +47,10 @@ def convert(src: str) -> tuple[dict, dict, str]:
     if missing:
         raise CheckpointError(f'{src} lacks {len(missing)} SPM-PVT-{arch} '
                               f'weights, e.g. {missing[:5]}.')
-    for k, v in backbone.items():
-        if k not in expected:
-            raise CheckpointError(f'{src}: {k!r} has no place in SPM-PVT-{arch}.')
-        if v.shape != expected[k].shape:
-            raise CheckpointError(f'{src}: {k!r} has shape {tuple(v.shape)}, '
-                                  f'SPM-PVT-{arch} expects {tuple(expected[k].shape)}.')
+    extra = sorted(set(backbone) - set(expected))
+    if extra:
+        raise CheckpointError(f'{src}: {extra[0]!r} has no place in SPM-PVT-{arch}.')
+    check_shapes(expected, backbone)
     return out, mapping, arch
 
 
