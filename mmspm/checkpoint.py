@@ -368,12 +368,11 @@ def load_backbone_checkpoint(model: nn.Module, path: str) -> tuple[list, list]:
         raise CheckpointError(
             f'{path!r} is in no layout mmspm knows (no patch_embed*/block* '
             f'reference keys, no backbone.* keys, no patch_embeds.* keys).')
-    print_log(f'SPMPVT: loading {path} ({layout} layout)', logger='current')
     missing, unexpected = model.load_state_dict(backbone, strict=False)
-    if missing:
-        print_log(f'SPMPVT: missing keys (left at init): {missing}',
-                  logger='current', level=30)
-    if unexpected:
-        print_log(f'SPMPVT: unexpected keys (ignored): {unexpected}',
-                  logger='current', level=30)
+    total = len(model.state_dict())
+    print_log(f'SPMPVT: loaded {path} ({layout} layout): {total - len(missing)} '
+              f'of {total} backbone tensors; missing keys: '
+              f'{", ".join(missing) or "none"}; unexpected keys: '
+              f'{", ".join(unexpected) or "none"}', logger='current',
+              level=30 if missing or unexpected else 20)
     return missing, unexpected

@@ -5,6 +5,7 @@ mmspm's configs are mmdet, mmseg or mmpretrain configs (their
 them to that codebase's own script, the one ``mim train/test`` runs, so both
 routes behave the same.
 """
+import argparse
 import importlib
 import os
 import os.path as osp
@@ -12,9 +13,21 @@ import runpy
 import sys
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
+
+DEMO_DATA = 'data/demo'
+# The data layout each codebase's full-size configs expect (README, "Data").
+DATA_LAYOUTS = {
+    'mmdet': 'COCO 2017 as data/coco/annotations/instances_{train,val}2017.json '
+             'and data/coco/{train,val}2017/*.jpg',
+    'mmseg': 'ADE20K as data/ade/ADEChallengeData2016/images/{training,validation}'
+             '/*.jpg and data/ade/ADEChallengeData2016/annotations/'
+             '{training,validation}/*.png',
+    'mmpretrain': 'ImageNet-1K as data/imagenet/{train,val}/ with the file '
+                  'lists data/imagenet/meta/{train,val}.txt',
+}
 
 
 def load_config(config: str) -> Config:
@@ -26,6 +39,50 @@ def load_config(config: str) -> Config:
                          f'{cfg.get("default_scope")!r}; mmspm configs belong '
                          f'to one of {CODEBASES}.')
     return cfg
+
+
+def _dataset_paths(dataset: dict) -> list[str]:
+    """The files and folders a dataset config reads (wrappers unwrapped)."""
+    if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+        return _dataset_paths(dataset['dataset'])
+    if 'datasets' in dataset:  # ConcatDataset
+        return [p for d in dataset['datasets'] for p in _dataset_paths(d)]
+    root = dataset.get('data_root') or ''
+    paths = [root] if root else []
+    prefix = dataset.get('data_prefix') or {}
+    names = [dataset.get('ann_file') or '', dataset.get('split') or '',
+             *(prefix.values() if isinstance(prefix, dict) else [prefix])]
+    paths += [osp.join(root, n) for n in names if n]
+    return paths
+
+
+def check_data(cfg: Config, mode: str) -> None:
+    """Exit with a message naming the missing data and the fix, before a
+    dataset fails deep inside its loader (pycocotools, say)."""
+    parts = (['train', 'val'] if cfg.get('val_cfg') else ['train']) \
+        if mode == 'train' else ['test']
+    paths = []
+    for part in parts:
+        loader = cfg.get(f'{part}_dataloader')
+        if loader:
+            paths += _dataset_paths(loader.get('dataset', {}))
+        evaluators = cfg.get(f'{part}_evaluator') or []
+        for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
+            if evaluator.get('ann_file'):
+                paths.append(evaluator['ann_file'])
+    missing = next((p for p in paths if '://' not in p and not osp.exists(p)), None)
+    if missing is None:
+        return
+    if osp.normpath(missing).startswith(DEMO_DATA):
+        fix = (f'this is the embedded demo data: generate it with `make demo` '
+               f'or `python tools/make_demo_data.py --out {DEMO_DATA}`.')
+    else:
+        fix = (f'{cfg.default_scope} configs expect '
+               f'{DATA_LAYOUTS[cfg.default_scope]} (README, section "Data"); '
+               f'link or copy the data set there, or point the config at it with '
+               f"--cfg-options {parts[0]}_dataloader.dataset.data_root=PATH.")
+    raise SystemExit(f'Data set not found: {missing!r} does not exist '
+                     f'(relative to {os.getcwd()}); {fix}')
 
 
 def upstream_script(scope: str, name: str) -> str:
@@ -62,6 +119,15 @@ def init_distributed(cfg: Config, argv: list[str]) -> list[str]:
     return argv + ['--cfg-options'] + options
 
 
+def _cfg_options(argv: list[str]) -> dict:
+    """The ``--cfg-options`` of a command line, as the upstream scripts read them."""
+    if '--cfg-options' not in argv:
+        return {}
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_known_args(argv)[0].cfg_options or {}
+
+
 def run_upstream(name: str, argv: list[str]) -> None:
     """Run ``<scope>/.mim/tools/<name>.py`` with ``argv`` (config first)."""
     positional = [a for a in argv if not a.startswith('-')]
@@ -69,6 +135,8 @@ def run_upstream(name: str, argv: list[str]) -> None:
         raise SystemExit(f'usage: tools/{name}.py CONFIG ... (see the '
                          f'options of mmdet/mmseg/mmpretrain tools/{name}.py)')
     cfg = load_config(positional[0])
+    cfg.merge_from_dict(_cfg_options(argv))
+    check_data(cfg, name)
     script = upstream_script(cfg.default_scope, name)
     if '--launcher' in argv and argv[argv.index('--launcher') + 1] == 'pytorch':
         argv = init_distributed(cfg, argv)

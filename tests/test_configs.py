@@ -141,7 +141,8 @@ def test_detector_steps(config, demo_data):
     cfg, model_cfg = _untrained(config)
     # The demo's three classes and proposal budget; no padding to 32 at test
     # time, so the backbone sees odd sizes.
-    model_cfg.roi_head = data_cfg.model.roi_head
+    model_cfg.roi_head.bbox_head.num_classes = 3
+    model_cfg.roi_head.mask_head.num_classes = 3
     model_cfg.train_cfg = data_cfg.model.train_cfg
     model_cfg.test_cfg = data_cfg.model.test_cfg
     model = build(cfg, model_cfg)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.test_end_to_end import DET_CONFIG, SEG_CONFIG, metric, run, seg_options
+from tests.test_end_to_end import (DET_CONFIG, SEG_CONFIG, det_options, metric, run,
+                                   seg_options)
 
 
 def free_port() -> str:
@@ -32,13 +33,8 @@ def dist(script: str, *args: str) -> str:
 
 
 def test_dist_train_detection_two_processes(demo_data, tmp_path):
-    root = f'{demo_data}/coco/'
-    ann = f'{root}annotations/instances_val2017.json'
     out = dist('tools/dist_train.sh', DET_CONFIG, '2', '--work-dir', str(tmp_path),
-               '--cfg-options', f'train_dataloader.dataset.data_root={root}',
-               f'val_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'default_hooks.checkpoint.interval=1')
+               *det_options(demo_data), 'train_dataloader.batch_size=2')
     assert 'world_size: 2' in out or "'world_size': 2" in out or 'Distributed launcher: pytorch' in out
     # 8 images, 2 processes x batch 2: 2 iterations per epoch instead of 4
     assert 'Epoch(train) [1][2/2]' in out

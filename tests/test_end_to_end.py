@@ -30,13 +30,30 @@ def metric(output: str, name: str) -> float:
     return float(values[-1])
 
 
+# The demo configs initialise the backbone from the demo classifier; these
+# runs start from scratch (tests/test_demo.py covers the init).
+NO_INIT = 'model.backbone.init_cfg=None'
+
+
 def seg_options(demo_data, iters: int) -> list[str]:
     root = f'{demo_data}/ade/'
     return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
             f'val_dataloader.dataset.data_root={root}',
             f'test_dataloader.dataset.data_root={root}',
             f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'param_scheduler.0.end={iters}', 'default_hooks.checkpoint.interval=20']
+            f'param_scheduler.0.end={iters}', 'default_hooks.checkpoint.interval=20',
+            NO_INIT]
+
+
+def det_options(demo_data, epochs: int = 1) -> list[str]:
+    root = f'{demo_data}/coco/'
+    ann = f'{root}annotations/instances_val2017.json'
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            f'default_hooks.checkpoint.interval={epochs}', NO_INIT]
 
 
 @pytest.fixture(scope='module')
@@ -98,14 +115,7 @@ def test_resume_continues_from_the_checkpoint(seg_run, demo_data):
 
 
 def test_mim_detection_train_and_test(demo_data, tmp_path):
-    root = f'{demo_data}/coco/'
-    ann = f'{root}annotations/instances_val2017.json'
-    options = ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
-               f'val_dataloader.dataset.data_root={root}',
-               f'test_dataloader.dataset.data_root={root}',
-               f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'default_hooks.checkpoint.interval=1']
+    options = det_options(demo_data)
     run('mim', 'train', 'mmdet', DET_CONFIG, '--gpus', '0', '--work-dir',
         str(tmp_path), *options)
     out = run('mim', 'test', 'mmdet', DET_CONFIG, '--checkpoint',

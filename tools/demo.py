@@ -1,52 +1,108 @@
-"""The main job on embedded data: `make demo`.
+"""The main job on embedded data (`make demo`): the paper's pipeline in miniature.
 
-Generates the demo data when missing, trains SPM-PVT-T Mask R-CNN and
-SPM-PVT-T Semantic FPN briefly on the CPU with tools/train.py, evaluates the
-last checkpoint of each with tools/test.py (mmdet's CocoMetric, mmseg's
-IoUMetric) and prints a results table. Every run gets a new work dir, so
-earlier runs are never overwritten.
+1. Generates the demo data when missing (tools/make_demo_data.py).
+2. Pretrains an SPM-PVT-T classifier with mmpretrain (the ImageNet recipe on
+   the demo's ImageNet-layout set) and tests it (Accuracy).
+3. Trains SPM-PVT-T Mask R-CNN and SPM-PVT-T Semantic FPN with their backbones
+   initialised from that classifier through ``model.backbone.init_cfg``, and
+   tests them (CocoMetric bbox+segm, IoUMetric).
+4. Draws predictions of a few validation images beside their ground truth
+   (tools/analysis/show_predictions.py).
+
+Every step is the real tool in a subprocess (tools/train.py, tools/test.py),
+its output in a log. Prints a results table and writes it, with the time of
+each stage and the pictures, to ``summary.md`` in the run's work dir. Every
+run gets a new work dir, so earlier runs are never overwritten.
 """
 import argparse
 import glob
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA = 'data/demo'  # the data_root of configs/demo/
-JOBS = (
-    ('Mask R-CNN, SPM-PVT-T', 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py', 'det',
-     (('box mAP', 'coco/bbox_mAP'), ('mask mAP', 'coco/segm_mAP'))),
-    ('Semantic FPN, SPM-PVT-T', 'configs/demo/fpn_spm-pvt-t_demo.py', 'seg',
-     (('mIoU (%)', 'mIoU'), )),
+PICTURES_PER_MODEL = 3
+
+
+class Job(NamedTuple):
+    name: str
+    config: str
+    short: str  # its folder in the run's work dir
+    metrics: tuple[tuple[str, str, str], ...]  # (label, logged key, format)
+
+
+PRETRAIN = Job('SPM-PVT-T classifier', 'configs/demo/spm-pvt-t_cls_demo.py', 'cls',
+               (('top-1 (%)', 'accuracy/top1', '.1f'), ))
+DENSE = (
+    Job('Mask R-CNN, SPM-PVT-T', 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py', 'det',
+        (('box mAP', 'coco/bbox_mAP', '.3f'), ('mask mAP', 'coco/segm_mAP', '.3f'))),
+    Job('Semantic FPN, SPM-PVT-T', 'configs/demo/fpn_spm-pvt-t_demo.py', 'seg',
+        (('mIoU (%)', 'mIoU', '.1f'), )),
 )
+# What mmspm logs when init_cfg has loaded a backbone checkpoint.
+LOADED = re.compile(r'SPMPVT: loaded .*; missing keys: (.*?); unexpected keys: .*')
 
 
-def run(args: list[str], log: str) -> None:
-    """Run a step, its output into ``log``; on failure show the log's tail."""
-    start = time.time()
-    print(f'$ {" ".join(args)}  (log: {log})', flush=True)
-    with open(log, 'w') as f:
-        code = subprocess.call([sys.executable] + args, cwd=ROOT, stdout=f,
-                               stderr=subprocess.STDOUT)
-    if code:
+class Demo:
+
+    def __init__(self, work_root: str) -> None:
+        self.work_root = work_root
+        self.stage_times: list[tuple[str, float]] = []
+
+    def run(self, stage: str, args: list[str], log: str) -> str:
+        """Run a tool, its output into ``log``; on failure show the log's tail."""
+        log = osp.join(self.work_root, log)
+        start = time.time()
+        print(f'[{stage}] $ {" ".join(args)}', flush=True)
+        with open(log, 'w') as f:
+            code = subprocess.call([sys.executable] + args, cwd=ROOT, stdout=f,
+                                   stderr=subprocess.STDOUT)
         with open(log) as f:
-            sys.stderr.write(''.join(f.readlines()[-40:]))
-        raise SystemExit(f'demo step failed (exit {code}): {" ".join(args)}; '
-                         f'full log: {log}')
-    print(f'  done in {time.time() - start:.0f} s', flush=True)
+            output = f.read()
+        if code:
+            sys.stderr.write(''.join(output.splitlines(True)[-40:]))
+            raise SystemExit(f'demo step failed (exit {code}): {" ".join(args)}; '
+                             f'full log: {log}')
+        seconds = time.time() - start
+        self.stage_times.append((stage, seconds))
+        print(f'[{stage}] done in {seconds:.0f} s (log: {log})', flush=True)
+        return output
 
+    def train_and_test(self, job: Job, options: list[str]) -> tuple[str, dict]:
+        """Train, then test the last checkpoint; (checkpoint, test metrics)."""
+        work_dir = osp.join(self.work_root, job.short)
+        output = self.run(f'{job.short}: train', ['tools/train.py', job.config,
+                          '--work-dir', work_dir, *options], f'{job.short}_train.log')
+        if options:  # initialised from the classifier: show that it loaded
+            loaded = LOADED.search(output)
+            if loaded is None or loaded[1] != 'none':
+                raise SystemExit(f'{job.name}: the backbone was not fully '
+                                 f'initialised from the classifier; see '
+                                 f'{work_dir}/*/*.log')
+            print(f'[{job.short}: train] backbone init: {loaded[0]}')
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            checkpoint = f.read().strip()
+        self.run(f'{job.short}: test', ['tools/test.py', job.config, checkpoint,
+                 '--work-dir', osp.join(work_dir, 'test')], f'{job.short}_test.log')
+        logs = sorted(glob.glob(osp.join(work_dir, 'test', '*', '*.json')))
+        if not logs:
+            raise SystemExit(f'no test metrics under {work_dir}/test')
+        with open(logs[-1]) as f:
+            return checkpoint, json.load(f)
 
-def test_metrics(work_dir: str) -> dict:
-    """Metrics that mmengine's LoggerHook wrote for the test run."""
-    logs = sorted(glob.glob(osp.join(work_dir, 'test', '*', '*.json')))
-    if not logs:
-        raise SystemExit(f'no test metrics under {work_dir}/test')
-    with open(logs[-1]) as f:
-        return json.load(f)
+    def pictures(self, job: Job, checkpoint: str) -> list[str]:
+        out_dir = osp.join(self.work_root, 'pictures', job.short)
+        output = self.run(f'{job.short}: pictures', [
+            'tools/analysis/show_predictions.py', job.config, checkpoint,
+            '--out-dir', out_dir, '--num', str(PICTURES_PER_MODEL)
+        ], f'{job.short}_pictures.log')
+        return [line for line in output.splitlines() if line.endswith('.png')]
 
 
 def main() -> None:
@@ -59,31 +115,46 @@ def main() -> None:
         raise SystemExit(f'{work_root} exists; choose another --work-dir '
                          f'(the demo never writes over an earlier run).')
     os.makedirs(work_root)
-    if not osp.isfile(osp.join(ROOT, DATA, 'coco', 'annotations',
-                               'instances_val2017.json')):
-        run(['tools/make_demo_data.py', '--out', DATA],
-            osp.join(work_root, 'make_demo_data.log'))
-    rows = []
-    for name, config, short, metrics in JOBS:
-        work_dir = osp.join(work_root, short)
-        run(['tools/train.py', config, '--work-dir', work_dir],
-            osp.join(work_root, f'{short}_train.log'))
-        with open(osp.join(work_dir, 'last_checkpoint')) as f:
-            checkpoint = f.read().strip()
-        run(['tools/test.py', config, checkpoint, '--work-dir',
-             osp.join(work_dir, 'test')], osp.join(work_root, f'{short}_test.log'))
-        values = test_metrics(work_dir)
-        for label, key in metrics:
-            rows.append((name, label, values[key], checkpoint))
+    demo = Demo(work_root)
+    start = time.time()
+    if not osp.isfile(osp.join(ROOT, DATA, 'imagenet', 'meta', 'val.txt')):
+        demo.run('data', ['tools/make_demo_data.py', '--out', DATA],
+                 'make_demo_data.log')
+
+    rows, pictures = [], []
+    classifier, values = demo.train_and_test(PRETRAIN, [])
+    rows += [(PRETRAIN.name, label, format(values[key], fmt))
+             for label, key, fmt in PRETRAIN.metrics]
+    init = ['--cfg-options', f'model.backbone.init_cfg.checkpoint={classifier}']
+    for job in DENSE:
+        checkpoint, values = demo.train_and_test(job, init)
+        rows += [(job.name, label, format(values[key], fmt))
+                 for label, key, fmt in job.metrics]
+        pictures += [(job.name, p) for p in demo.pictures(job, checkpoint)]
+    total = time.time() - start
+
+    table = ['| model | metric | value |', '|---|---|---|']
+    table += [f'| {name} | {label} | {value} |' for name, label, value in rows]
+    times = [f'| {stage} | {seconds:.0f} |' for stage, seconds in demo.stage_times]
+    times = ['| stage | seconds |', '|---|---|', *times, f'| total | {total:.0f} |']
+    summary = [
+        '# mmspm demo', '',
+        'Embedded synthetic data, a few minutes of CPU training per model '
+        '(configs/demo/): a check that the pipeline learns, not the paper\'s '
+        'numbers.', '', *table, '', f'Backbones initialised from {classifier}.',
+        '', '## Stage times', '', *times, '', '## Pictures (ground truth | prediction)',
+        '', *[f'![{name}]({osp.relpath(p, work_root)})' for name, p in pictures], '']
+    with open(osp.join(work_root, 'summary.md'), 'w') as f:
+        f.write('\n'.join(summary))
+
     print('\nmmspm demo results (embedded synthetic data, a few minutes of CPU '
-          'training: a pipeline check, not the paper\'s numbers)')
-    print(f'| {"model":<24} | {"metric":<8} | {"value":>7} |')
-    print(f'|{"-" * 26}|{"-" * 10}|{"-" * 9}|')
-    for name, label, value, _ in rows:
-        print(f'| {name:<24} | {label:<8} | {value:7.3f} |')
-    print(f'\nlogs: {work_root}/*.log')
-    for name, checkpoint in dict((r[0], r[3]) for r in rows).items():
-        print(f'checkpoint ({name}): {checkpoint}')
+          'training per model: a pipeline check, not the paper\'s numbers)')
+    print('\n'.join(table))
+    print(f'\ntotal {total / 60:.1f} min; stage times, pictures and table: '
+          f'{work_root}/summary.md; logs: {work_root}/*.log')
+    print('pictures (ground truth | prediction):')
+    for _, path in pictures:
+        print(f'  {path}')
 
 
 if __name__ == '__main__':

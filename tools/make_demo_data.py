@@ -11,8 +11,9 @@ Writes, under OUT (default data/demo):
   values follow ADE20K (0 = unlabelled, reduced away by the dataset), with the
   background as ADE class 1 ('wall') and the shapes as classes 2-4.
 * ``imagenet/``: a classification set in ImageNet's layout
-  (``{train,val}/*.JPEG`` and ``meta/{train,val}.txt``), labelled with the
-  category of the image's largest shape (classes 0-2).
+  (``{train,val}/*.JPEG`` and ``meta/{train,val}.txt``) of its own images,
+  each holding one to three shapes of a single category, its label
+  (classes 0-2): the pretraining task of the demo.
 
 Deterministic for a given --seed; rerunning overwrites only these files.
 """
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import os.path as osp
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -28,6 +30,8 @@ from PIL import Image, ImageDraw, ImageFilter
 CATEGORIES = ('square', 'disk', 'triangle')
 # Fixed, distinct colours make the task learnable in a few hundred steps.
 COLOURS = ((220, 60, 60), (60, 200, 80), (70, 90, 230))
+# Classification images are smaller: the classifier sees 112x112 crops.
+CLS_SIDES = (112, 176)
 
 
 def shape_polygon(kind: str, cx: float, cy: float, r: float,
@@ -43,10 +47,14 @@ def background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(2))
 
 
-def make_image(rng: np.random.Generator):
-    """An image, its objects (category index, polygon) and a label map."""
-    # Sides in [150, 260), never a multiple of 32.
-    h, w = (int(v) for v in rng.integers(150, 260, size=2))
+def make_image(rng: np.random.Generator, sides: tuple[int, int] = (150, 260),
+               category: Optional[int] = None):
+    """An image, its objects (category index, polygon) and a label map.
+
+    Every shape is of ``category`` when given, of a random one otherwise.
+    """
+    # Sides in [sides[0], sides[1]), never a multiple of 32.
+    h, w = (int(v) for v in rng.integers(*sides, size=2))
     h += h % 32 == 0
     w += w % 32 == 0
     img = background(rng, h, w)
@@ -56,7 +64,7 @@ def make_image(rng: np.random.Generator):
     objects = []
     # One object per cell of a 2x2 grid at most, so that masks never overlap.
     for cell in rng.permutation(4)[:rng.integers(1, 5)]:
-        cat = int(rng.integers(len(CATEGORIES)))
+        cat = int(rng.integers(len(CATEGORIES))) if category is None else category
         cell_h, cell_w = h / 2, w / 2
         r = float(rng.uniform(0.25, 0.42)) * min(cell_h, cell_w)
         cx = (cell % 2) * cell_w + float(rng.uniform(r, cell_w - r))
@@ -91,9 +99,10 @@ def write_split(rng: np.random.Generator, out: str, split: str, num: int) -> Non
         img.save(osp.join(img_dir, name + '.jpg'), quality=95)
         img.save(osp.join(ade_img_dir, name + '.jpg'), quality=95)
         label.save(osp.join(ade_ann_dir, name + '.png'))
-        img.save(osp.join(in1k_dir, name + '.JPEG'), quality=95)
-        largest = max(objects, key=lambda o: polygon_area(o[1]))[0]
-        in1k_list.append(f'{name}.JPEG {largest}\n')
+        category = i % len(CATEGORIES)  # balanced classes
+        cls_img, _, _ = make_image(rng, CLS_SIDES, category)
+        cls_img.save(osp.join(in1k_dir, name + '.JPEG'), quality=95)
+        in1k_list.append(f'{name}.JPEG {category}\n')
         images.append(dict(id=i, file_name=name + '.jpg', width=img.width,
                            height=img.height))
         for cat, poly in objects:
@@ -117,8 +126,8 @@ def write_split(rng: np.random.Generator, out: str, split: str, num: int) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='data/demo')
-    parser.add_argument('--num-train', type=int, default=64)
-    parser.add_argument('--num-val', type=int, default=16)
+    parser.add_argument('--num-train', type=int, default=256)
+    parser.add_argument('--num-val', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)

@@ -312,8 +312,12 @@ class SPMPVT(BaseModule):
             if self.with_cls_token and i == 3:
                 x = self.norm(x)[:, 0]
             else:
-                # NCHW view of the token memory (channels-last), no copy.
+                # NCHW view of the token memory (channels-last): what the next
+                # SPM wants, at no cost.
                 x = x.view(B, H, W, -1).permute(0, 3, 1, 2)
             if i in self.out_indices:
-                outs.append(x)
+                # Necks and heads get plain NCHW memory: mmcv's RoIAlign reads
+                # it as such and pools wrong features from channels-last maps
+                # (which convolutions, e.g. FPN's, pass on).
+                outs.append(x.contiguous())
         return tuple(outs)
