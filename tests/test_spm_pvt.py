@@ -27,6 +27,24 @@ def test_dense_shapes_every_arch(arch):
         (1, 64, 16, 24), (1, 128, 8, 12), (1, 320, 4, 6), (1, 512, 2, 3)]
 
 
+def test_dense_outputs_feed_roi_align_correctly():
+    """mmcv's RoIAlign reads raw NCHW memory: from channels-last maps (which
+    FPN's convolutions pass on) it pooled wrong features and Mask R-CNN did
+    not learn. The outputs must be plain NCHW, and pool as their copies do."""
+    from mmcv.ops import RoIAlign
+    from mmdet.models.necks import FPN
+    model = SPMPVT('tiny').eval()
+    fpn = FPN([64, 128, 320, 512], 32, 4).eval()
+    rois = torch.tensor([[0, 3., 5., 40., 30.], [0, 10., 2., 60., 44.]])
+    roi_align = RoIAlign((7, 7), 0.25, 2)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+        assert all(o.is_contiguous() for o in outs)
+        feats = fpn(outs)[0]
+        expected = roi_align(feats.clone(memory_format=torch.contiguous_format), rois)
+        torch.testing.assert_close(roi_align(feats, rois), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('hw,expected', [
     ((33, 47), [(9, 12), (5, 6), (3, 3), (2, 2)]),
     ((31, 31), [(8, 8), (4, 4), (2, 2), (1, 1)]),
