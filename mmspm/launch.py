@@ -73,7 +73,9 @@ def check_data(cfg: Config, mode: str) -> None:
     missing = next((p for p in paths if '://' not in p and not osp.exists(p)), None)
     if missing is None:
         return
-    if osp.normpath(missing).startswith(DEMO_DATA):
+    missing = osp.normpath(missing)
+    demo_config = osp.basename(osp.dirname(cfg.filename or '')) == 'demo'
+    if demo_config or missing.startswith(DEMO_DATA):
         fix = (f'this is the embedded demo data: generate it with `make demo` '
                f'or `python tools/make_demo_data.py --out {DEMO_DATA}`.')
     else:

@@ -105,15 +105,18 @@ def test_briefly_trained_detector_beats_untrained(detector_run, classifier, tmp_
     assert trained > untrained + 0.05, (trained, untrained)
 
 
-def check_pictures(output: str, num: int) -> None:
-    """Each picture is a PNG of ground truth beside prediction: twice the
-    width of the image it shows, and not blank."""
+def check_pictures(output: str, num: int, image_dir: str) -> None:
+    """Each picture is a non-blank PNG of ground truth beside prediction:
+    twice the width of the image it shows."""
     paths = [line for line in output.splitlines() if line.endswith('.png')]
     assert len(paths) == num, output
     for path in paths:
         picture = Image.open(path)
         assert picture.format == 'PNG'
         assert np.asarray(picture.convert('RGB')).std() > 1, f'{path}: blank'
+        name = osp.splitext(osp.basename(path))[0]
+        image = Image.open(f'{image_dir}/{name}.jpg')
+        assert picture.size == (2 * image.width, image.height)
 
 
 @pytest.mark.slow
@@ -122,22 +125,14 @@ def test_pictures_of_both_dense_models(detector_run, demo_data, tmp_path):
     out = run(sys.executable, 'tools/analysis/show_predictions.py', DET_CONFIG,
               str(work_dir / 'epoch_25.pth'), '--out-dir', str(tmp_path / 'det'),
               '--num', '2', *det_opts)
-    check_pictures(out, 2)
-    for path in out.splitlines()[-2:]:  # ground truth | prediction
-        name = osp.splitext(osp.basename(path))[0]
-        image = Image.open(f'{demo_data}/coco/val2017/{name}.jpg')
-        assert Image.open(path).size == (2 * image.width, image.height)
+    check_pictures(out, 2, f'{demo_data}/coco/val2017')
     torch.manual_seed(0)
     seg_ckpt = tmp_path / 'seg.pth'
     torch.save({'state_dict': build(SEG_CONFIG).state_dict()}, seg_ckpt)
     out = run(sys.executable, 'tools/analysis/show_predictions.py', SEG_CONFIG,
               str(seg_ckpt), '--out-dir', str(tmp_path / 'seg'), '--num', '3',
               *seg_options(demo_data, 1))
-    check_pictures(out, 3)
-    for path in out.splitlines()[-3:]:  # ground truth | prediction
-        name = osp.splitext(osp.basename(path))[0]
-        image = Image.open(f'{demo_data}/ade/images/validation/{name}.jpg')
-        assert Image.open(path).size == (2 * image.width, image.height)
+    check_pictures(out, 3, f'{demo_data}/ade/images/validation')
 
 
 @pytest.mark.parametrize('config,expected', [
@@ -158,7 +153,7 @@ def test_missing_data_names_the_path_and_the_fix(config, expected, tmp_path, mon
         with pytest.raises(SystemExit) as e:
             check_data(cfg, mode)
         message = str(e.value)
-        root = cfg[f'{mode}_dataloader'].dataset.data_root
+        root = osp.normpath(cfg[f'{mode}_dataloader'].dataset.data_root)
         assert f"{root!r} does not exist" in message, message
         for text in expected:
             assert text in message, message
@@ -186,5 +181,6 @@ def test_train_without_data_exits_with_the_message(tmp_path):
          '--cfg-options', f'train_dataloader.dataset.data_root={missing}/'],
         cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert f'Data set not found: {str(missing)!r}' in proc.stderr
+    assert f'Data set not found: {str(missing)!r} does not exist' in proc.stderr
+    assert 'make demo' in proc.stderr
     assert 'Traceback' not in proc.stderr
