@@ -5,8 +5,10 @@
 # `model.backbone.init_cfg`, as the ADE20K config initialises it from
 # ImageNet. `make demo` passes the classifier it has just trained:
 #   --cfg-options model.backbone.init_cfg.checkpoint=WORK_DIR/cls/epoch_12.pth
+# Run alone, the default below is where `python tools/train.py
+# configs/demo/spm-pvt-t_cls_demo.py --work-dir work_dirs/demo/cls` writes it.
 #
-# What differs from the paper's recipe, and why (a CPU, about four minutes):
+# What differs from the paper's recipe, and why (a CPU, about three minutes):
 # - 128x128 crops and short side 128 at test (512), 4 classes (150) named as
 #   the shapes they are: mmseg's BaseSegDataset reads ADE20K's layout with any
 #   class names (ADE20KDataset allows only its own).

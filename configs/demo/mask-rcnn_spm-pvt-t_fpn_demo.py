@@ -5,6 +5,8 @@
 # the COCO config initialises it from ImageNet. `make demo` passes the
 # classifier it has just trained:
 #   --cfg-options model.backbone.init_cfg.checkpoint=WORK_DIR/cls/epoch_12.pth
+# Run alone, the default below is where `python tools/train.py
+# configs/demo/spm-pvt-t_cls_demo.py --work-dir work_dirs/demo/cls` writes it.
 #
 # What differs from the paper's recipe, and why (a CPU, about five minutes):
 # - Images at most 256x192 (1333x800) and 3 classes (80).
