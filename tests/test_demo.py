@@ -78,7 +78,7 @@ def detector_run(classifier, demo_data, tmp_path_factory):
     """The demo detector trained from the classifier for 50 iterations."""
     work_dir = tmp_path_factory.mktemp('det')
     epochs = 25  # 8 images, batch 4
-    options = det_options(demo_data, epochs)[:-1] + [  # with the classifier init
+    options = det_options(demo_data, epochs, from_scratch=False) + [
         f'model.backbone.init_cfg.checkpoint={classifier}', 'param_scheduler.0.end=10',
         'param_scheduler.1.milestones=[1000]', 'default_hooks.logger.interval=10']
     out = run(sys.executable, 'tools/train.py', DET_CONFIG, '--work-dir', str(work_dir),

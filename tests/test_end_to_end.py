@@ -45,7 +45,7 @@ def seg_options(demo_data, iters: int) -> list[str]:
             'default_hooks.checkpoint.max_keep_ckpts=2', NO_INIT]
 
 
-def det_options(demo_data, epochs: int = 1) -> list[str]:
+def det_options(demo_data, epochs: int = 1, from_scratch: bool = True) -> list[str]:
     root = f'{demo_data}/coco/'
     ann = f'{root}annotations/instances_val2017.json'
     return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
@@ -53,7 +53,7 @@ def det_options(demo_data, epochs: int = 1) -> list[str]:
             f'test_dataloader.dataset.data_root={root}',
             f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
             f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-            f'default_hooks.checkpoint.interval={epochs}', NO_INIT]
+            f'default_hooks.checkpoint.interval={epochs}'] + ([NO_INIT] if from_scratch else [])
 
 
 @pytest.fixture(scope='module')

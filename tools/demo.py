@@ -122,14 +122,17 @@ def main() -> None:
                  'make_demo_data.log')
 
     rows, pictures = [], []
+
+    def add_rows(job: Job, values: dict) -> None:
+        rows.extend((job.name, label, format(values[key], fmt))
+                    for label, key, fmt in job.metrics)
+
     classifier, values = demo.train_and_test(PRETRAIN, [])
-    rows += [(PRETRAIN.name, label, format(values[key], fmt))
-             for label, key, fmt in PRETRAIN.metrics]
+    add_rows(PRETRAIN, values)
     init = ['--cfg-options', f'model.backbone.init_cfg.checkpoint={classifier}']
     for job in DENSE:
         checkpoint, values = demo.train_and_test(job, init)
-        rows += [(job.name, label, format(values[key], fmt))
-                 for label, key, fmt in job.metrics]
+        add_rows(job, values)
         pictures += [(job.name, p) for p in demo.pictures(job, checkpoint)]
     total = time.time() - start
 

@@ -42,13 +42,14 @@ def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
         dict(cfg.visualizer, name=f'show_predictions_{id(model)}', vis_backends=None))
     visualizer.dataset_meta = dataset.metainfo
 
-    outputs = []
-    for name, index in [(osp.basename(dataset.get_data_info(i)['img_path']), i)
-                        for i in range(min(num, len(dataset)))]:
-        out_file = osp.join(out_dir, osp.splitext(name)[0] + '.png')
-        if osp.exists(out_file):
-            raise SystemExit(f'{out_file} exists; choose another --out-dir '
-                             f'(pictures are never written over).')
+    names = [osp.basename(dataset.get_data_info(i)['img_path'])
+             for i in range(min(num, len(dataset)))]
+    outputs = [osp.join(out_dir, osp.splitext(n)[0] + '.png') for n in names]
+    existing = [p for p in outputs if osp.exists(p)]
+    if existing:  # checked before drawing any, so nothing is half-written
+        raise SystemExit(f'{existing[0]} exists; choose another --out-dir '
+                         f'(pictures are never written over).')
+    for index, (name, out_file) in enumerate(zip(names, outputs)):
         with torch.no_grad():
             sample = model.test_step(pseudo_collate([dataset[index]]))[0]
         image = mmcv.imread(sample.img_path, channel_order='rgb')
@@ -56,7 +57,6 @@ def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
         visualizer.add_datasample(name, image, data_sample=sample, draw_gt=True,
                                   draw_pred=True, show=False, out_file=out_file,
                                   **extra)
-        outputs.append(out_file)
     return outputs
 
 
