@@ -1,11 +1,18 @@
-"""mmspm: Stepwise Patch Merging backbones for OpenMMLab."""
-from .checkpoint import patch_mmengine_loading, register_safe_globals
-from .hooks import RNGStateHook
+"""mmspm: Stepwise Patch Merging backbones for OpenMMLab.
+
+Importing it only registers: the models in the MODELS registries of mmdet,
+mmseg and mmpretrain, the hooks in mmengine's HOOKS, and mmengine's
+checkpoint types in torch's ``weights_only`` allow-list.
+"""
+from .hooks import ReferenceCheckpointHook, RNGStateHook
 from .models import SPMPVT, StepwisePatchMerging
 from .registry import REGISTERED_IN
+from .safe_load import register_safe_globals
 from .version import __version__
 
 register_safe_globals()
-patch_mmengine_loading()
 
-__all__ = ['SPMPVT', 'StepwisePatchMerging', 'RNGStateHook', 'REGISTERED_IN', '__version__']
+__all__ = [
+    'SPMPVT', 'StepwisePatchMerging', 'RNGStateHook', 'ReferenceCheckpointHook',
+    'REGISTERED_IN', '__version__'
+]

@@ -15,7 +15,7 @@ import sys
 import torch
 from mmengine.config import Config, DictAction
 
-CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
+from .registry import CODEBASES
 
 DEMO_DATA = 'data/demo'
 # The data layout each codebase's full-size configs expect (README, "Data").

@@ -1,18 +1,19 @@
-"""Registers mmspm's backbone in the MODELS registry of every installed codebase.
+"""Registers mmspm's models in the MODELS registry of every installed codebase.
 
 After ``import mmspm`` (or ``custom_imports=dict(imports=['mmspm'])``) a config
-of mmdet, mmsegmentation or mmpretrain can say ``type='SPMPVT'``, and any of
-them ``type='mmdet.SPMPVT'`` and the like.
+of mmdet, mmsegmentation or mmpretrain can say ``type='SPMPVT'`` or
+``type='StepwisePatchMerging'``, and any of them ``type='mmdet.SPMPVT'`` and
+the like.
 """
 import importlib
 
-from .models import SPMPVT
+from .models import SPMPVT, StepwisePatchMerging
 
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def register_all() -> list[str]:
-    """Register SPMPVT where the codebase is installed; return their names."""
+    """Register the models where the codebase is installed; return their names."""
     registered = []
     for scope in CODEBASES:
         try:
@@ -21,7 +22,8 @@ def register_all() -> list[str]:
             if e.name != scope:  # installed but broken: let the user see why
                 raise
             continue
-        registry.register_module(module=SPMPVT, force=True)
+        for module in (SPMPVT, StepwisePatchMerging):
+            registry.register_module(module=module, force=True)
         registered.append(scope)
     return registered
 

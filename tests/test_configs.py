@@ -13,7 +13,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
 import mmspm
-from tests.conftest import ROOT
+from tests.utils import ROOT
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
 ARCHS = dict(t='tiny', s='small', m='medium', l='large')
@@ -132,6 +132,7 @@ def _step(model, train_batch, val_batch):
         return model.val_step(val_batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', [
     'mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py',
     'mask_rcnn/mask-rcnn_pvt-t_fpn_1x_coco.py',
@@ -157,6 +158,7 @@ def test_detector_steps(config, demo_data):
         assert pred.bboxes.shape[1] == 4 and len(pred.labels) == len(pred.scores)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', [
     'semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py',
     'semantic_fpn/fpn_pvt-t_8xb2-40k_ade20k-512x512.py',
@@ -176,6 +178,7 @@ def test_segmentor_steps(config, demo_data):
         assert out.seg_logits.data.shape[0] == 150
 
 
+@pytest.mark.slow
 def test_classifier_steps():
     from mmpretrain.structures import DataSample
     cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))

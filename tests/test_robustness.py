@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.utils import ROOT
 
 SEG_CONFIG = osp.join(ROOT, 'configs/demo/fpn_spm-pvt-t_demo.py')
 DET_CONFIG = osp.join(ROOT, 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py')
@@ -85,6 +85,7 @@ def test_unreadable_image_names_the_file(segmentor, tmp_path):
         inference_model(segmentor, str(bad))
 
 
+@pytest.mark.slow
 def test_images_without_annotations(demo_data, tmp_path):
     """A val image with no objects is evaluated (CocoMetric); training skips
     images without objects (filter_empty_gt) instead of failing."""

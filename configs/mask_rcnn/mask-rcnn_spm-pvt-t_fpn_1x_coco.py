@@ -7,8 +7,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
-# Resumed runs draw the same dropout/drop-path masks as uninterrupted ones.
-custom_hooks = [dict(type='RNGStateHook')]
+# RNGStateHook: resumed runs draw the same dropout/drop-path masks as
+# uninterrupted ones. ReferenceCheckpointHook: load_from / --checkpoint also
+# take the SPM-PVT authors' checkpoints (their key layout).
+custom_hooks = [dict(type='RNGStateHook'), dict(type='ReferenceCheckpointHook')]
 
 # ImageNet-1K SPM-PVT checkpoint that initialises the backbone: the authors'
 # key layout, an mmpretrain classifier (configs/imagenet/) or a converted

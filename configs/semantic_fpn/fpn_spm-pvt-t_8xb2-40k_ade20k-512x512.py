@@ -8,8 +8,10 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
 custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
-# Resumed runs draw the same dropout/drop-path masks as uninterrupted ones.
-custom_hooks = [dict(type='RNGStateHook')]
+# RNGStateHook: resumed runs draw the same dropout/drop-path masks as
+# uninterrupted ones. ReferenceCheckpointHook: load_from / --checkpoint also
+# take the SPM-PVT authors' checkpoints (their key layout).
+custom_hooks = [dict(type='RNGStateHook'), dict(type='ReferenceCheckpointHook')]
 
 # ImageNet-1K SPM-PVT checkpoint that initialises the backbone (any layout
 # mmspm reads, see README). From the command line:

@@ -1,6 +1,6 @@
 """Stepwise Patch Merging (SPM): Multi-Scale Aggregation + Guided Local Enhancement.
 
-The layers are numerically the authors' reference (SPM_SPEC section 1) but
+The layers are numerically the authors' reference (docs/reference_model.md) but
 computed differently where that is cheaper:
 
 * MSA folds the channel shuffle into its grouped 1x1 convolution, run as a
@@ -26,6 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# MSA's depth-wise kernel per head; the reference names its convolutions
+# local_conv_{3,5,7,9}.
+KERNEL_SIZES = (3, 5, 7, 9)
+
 
 class MultiScaleAggregation(nn.Module):
     """Multi-Scale Aggregation: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
@@ -39,7 +43,7 @@ class MultiScaleAggregation(nn.Module):
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 kernel_sizes: Sequence[int] = (3, 5, 7, 9)) -> None:
+                 kernel_sizes: Sequence[int] = KERNEL_SIZES) -> None:
         super().__init__()
         num_heads = len(kernel_sizes)
         if in_channels % num_heads:

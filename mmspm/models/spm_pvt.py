@@ -1,19 +1,27 @@
-"""SPM-PVT: PVT v1 with Stepwise Patch Merging as the patch embedding of stages 2-4."""
+"""SPM-PVT: PVT v1 with Stepwise Patch Merging as the patch embedding of stages 2-4.
+
+Beside the model: the authors' checkpoint key layout and its conversion to
+mmspm's (pure functions on state dicts), and the backbone's own adaptation
+and checks of every state dict loaded into it (:meth:`SPMPVT._prepare_state`).
+"""
 import math
-from typing import Optional, Sequence, Union
+import re
+from collections import OrderedDict
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import load_backbone_checkpoint, load_state_dict_hook
-from .spm import StepwisePatchMerging
+from ..safe_load import CheckpointError, load_checkpoint, unwrap
+from .spm import KERNEL_SIZES, StepwisePatchMerging
 
-# Fields shared by all archs; depths differ (SPM_SPEC section 2).
+# Fields shared by all archs; depths differ (docs/reference_model.md).
 _PVT_V1 = dict(
     embed_dims=(64, 128, 320, 512),
     num_heads=(1, 2, 5, 8),
@@ -30,6 +38,105 @@ ARCH_SETTINGS = {
 # Position embeddings are learnt for a 224x224 input: token grids per stage.
 PRETRAIN_GRIDS = (56, 28, 14, 7)
 
+# The authors' keys (patch_embed2.spm.msa.local_conv_3.weight, block1.0.attn.q.weight,
+# pos_embed4, cls_token, norm.*, head.*) -> mmspm's, by renaming alone.
+_RefRule = tuple[re.Pattern, Union[str, Callable[[re.Match], str]]]
+REFERENCE_RULES: list[_RefRule] = [
+    (re.compile(r'^patch_embed([1-4])\.(?:spm\.)?'),
+     lambda m: f'patch_embeds.{int(m[1]) - 1}.'),
+    (re.compile(r'\.msa\.local_conv_(\d)\.'),
+     lambda m: f'.msa.local_convs.{KERNEL_SIZES.index(int(m[1]))}.'),
+    (re.compile(r'\.gle\.attn\.qkv\.'), '.gle.qkv.'),
+    (re.compile(r'^pos_embed([1-4])$'), lambda m: f'pos_embeds.{int(m[1]) - 1}'),
+    (re.compile(r'^block([1-4])\.'), lambda m: f'stages.{int(m[1]) - 1}.'),
+]
+_REFERENCE_KEY = re.compile(r'^(patch_embed[1-4]\.|pos_embed[1-4]$|block[1-4]\.)')
+_BACKBONE_KEY = re.compile(r'^(patch_embeds|pos_embeds|stages)\.')
+
+
+def detect_layout(state: dict) -> str:
+    """'reference' (the authors' keys), 'openmmlab' (``backbone.*``: an
+    mmpretrain classifier, mmdet detector or mmseg segmentor), 'backbone' (a
+    bare SPMPVT state dict) or 'unknown'."""
+    if any(_REFERENCE_KEY.match(k) for k in state):
+        return 'reference'
+    if any(k.startswith('backbone.') for k in state):
+        return 'openmmlab'
+    if any(_BACKBONE_KEY.match(k) for k in state):
+        return 'backbone'
+    return 'unknown'
+
+
+def rename_reference_key(key: str) -> Optional[str]:
+    """mmspm's name of a reference backbone key; None if it is not one."""
+    if key == 'cls_token' or key.startswith('norm.'):
+        return key
+    if not _REFERENCE_KEY.match(key):
+        return None
+    for pattern, repl in REFERENCE_RULES:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def convert_reference(state: dict) -> 'OrderedDict[str, Tensor]':
+    """A reference-layout state dict in mmpretrain's ``ImageClassifier``
+    layout (``backbone.*``, ``head.fc.*``), the tensors unchanged and in order.
+    Detectors and segmentors hold their backbone under ``backbone.`` too."""
+    out = OrderedDict()
+    for k, v in state.items():
+        if k.startswith('head.'):
+            out['head.fc.' + k[len('head.'):]] = v
+        elif (new := rename_reference_key(k)) is not None:
+            out['backbone.' + new] = v
+        else:
+            raise CheckpointError(
+                f'Reference-layout checkpoint has a key mmspm cannot map: '
+                f'{k!r} (expected patch_embed*, pos_embed*, block*, norm.*, '
+                f'cls_token, head.*). Is it an SPM-PVT checkpoint?')
+    return out
+
+
+def split_checkpoint(state: dict) -> tuple[dict, dict, str]:
+    """(backbone state, classifier-head state ``{'fc.weight', ...}``, layout)."""
+    layout = detect_layout(state)
+    if layout == 'reference':
+        state = convert_reference(state)
+    backbone, head = OrderedDict(), OrderedDict()
+    if layout == 'backbone':
+        backbone = OrderedDict(state)
+    elif layout in ('reference', 'openmmlab'):
+        for k, v in state.items():
+            if k.startswith('backbone.'):
+                backbone[k[len('backbone.'):]] = v
+            elif k.startswith('head.fc.'):
+                head[k[len('head.'):]] = v
+    return backbone, head, layout
+
+
+def stage_depths(state: dict, prefix: str = '') -> tuple[int, ...]:
+    """Blocks per stage in an mmspm-named state dict."""
+    return tuple(
+        len({k[len(prefix):].split('.')[2] for k in state
+             if k.startswith(f'{prefix}stages.{i}.')}) for i in range(4))
+
+
+def arch_of(depths: tuple[int, ...]) -> Optional[str]:
+    """The SPM-PVT size with these blocks per stage, if any."""
+    return next((n for n, a in ARCH_SETTINGS.items() if a['depths'] == depths), None)
+
+
+def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
+    """Every checkpoint tensor under ``prefix`` that the model (its state dict
+    ``own``) has must have the model's shape."""
+    for k, v in state.items():
+        if k.startswith(prefix) and k[len(prefix):] in own:
+            shape = own[k[len(prefix):]].shape
+            if v.shape != shape:
+                raise CheckpointError(
+                    f'Checkpoint tensor {k!r} has shape {tuple(v.shape)} but '
+                    f'the model expects {tuple(shape)}: the checkpoint is of '
+                    f'another architecture (check `arch`).')
+
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``."""
@@ -42,13 +149,14 @@ def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
     """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``.
 
     As the reference: untouched when the token count already matches,
-    otherwise ``align_corners=False``.
+    otherwise ``align_corners=False`` (in float32 for half-precision
+    embeddings).
     """
     if H * W == grid * grid:
         return pos_embed
     pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-    pos = F.interpolate(pos, size=(H, W), mode='bilinear', align_corners=False)
-    return pos.flatten(2).transpose(1, 2)
+    pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
+    return pos.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
 class PatchEmbed(nn.Module):
@@ -164,7 +272,8 @@ class SPMPVT(BaseModule):
             embedding; -1 freezes nothing.
         norm_eval: Keep BatchNorm layers (in SPM) in eval mode while training.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an
-            ImageNet checkpoint in any layout :mod:`mmspm.checkpoint` knows.
+            ImageNet checkpoint in any layout :func:`detect_layout` knows,
+            from a path, URL or any scheme mmengine's CheckpointLoader reads.
 
     Parameter names map the authors' checkpoint layout by renaming alone:
     ``patch_embed{i}.(spm.)`` -> ``patch_embeds.{i-1}.``, ``pos_embed{i}`` ->
@@ -225,9 +334,10 @@ class SPMPVT(BaseModule):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[3]))
             self.norm = nn.LayerNorm(dims[3], eps=1e-6)
         self._freeze_stages()
-        # Every load (init_cfg, load_from, resume) goes through the layout
-        # mapping and the shape checks.
-        self.register_load_state_dict_pre_hook(self._adapt_checkpoint)
+        # Every load of the backbone's keys (init_cfg, load_from, resume, plain
+        # load_state_dict) fits dense/cls and position-embedding differences
+        # and checks that the state dict is of this model.
+        self._register_load_state_dict_pre_hook(self._prepare_state)
 
     @staticmethod
     def _parse_arch(arch: Union[str, dict]) -> dict:
@@ -246,17 +356,109 @@ class SPMPVT(BaseModule):
                              f'(one per stage), got {arch!r}.')
         return {k: tuple(v) for k, v in arch.items()}
 
+    def _prepare_state(self, state: dict, prefix: str, *args) -> None:
+        """Load pre-hook: fit ``state``'s entries under ``prefix`` to this model
+        in place, then refuse it if it is not an SPM-PVT state dict of this
+        size.
+
+        Dense models drop the classification-only entries (``cls_token``,
+        ``norm.*`` and the cls entry of the last position embedding);
+        position embeddings of another grid are interpolated.
+        """
+        if not any(k.startswith(prefix) for k in state):
+            return
+        for note in self._adapt_state(state, prefix):
+            print_log(f'SPMPVT: {note}', logger='current')
+        own = self.state_dict()
+        check_shapes(own, state, prefix)
+        self._check_depths(state, prefix)
+        self._check_coverage(own, state, prefix)
+
+    def _adapt_state(self, state: dict, prefix: str) -> list[str]:
+        notes = []
+        if not self.with_cls_token:
+            for k in [k for k in state if k == prefix + 'cls_token'
+                      or k.startswith(prefix + 'norm.')]:
+                del state[k]
+                notes.append(f'dropped {k} (dense mode)')
+        for i, own in enumerate(self.pos_embeds):
+            key = f'{prefix}pos_embeds.{i}'
+            pos = state.get(key)
+            if pos is None or pos.shape == own.shape or pos.dim() != 3:
+                continue
+            has_cls = pos.shape[1] != round(pos.shape[1]**0.5)**2
+            wants_cls = i == 3 and self.with_cls_token
+            cls, grid = (pos[:, :1], pos[:, 1:]) if has_cls else (None, pos)
+            if wants_cls and cls is None:
+                raise CheckpointError(f'{key} has no cls-token entry but the '
+                                      f'model has with_cls_token=True; use a '
+                                      f'classification checkpoint.')
+            n_grid = own.shape[1] - int(wants_cls)
+            if grid.shape[1] != n_grid:
+                src, dst = round(grid.shape[1]**0.5), round(n_grid**0.5)
+                if src * src != grid.shape[1]:
+                    raise CheckpointError(f'Cannot resize {key} of {grid.shape[1]} '
+                                          f'tokens to {n_grid}: it is not a square '
+                                          f'grid.')
+                grid = resize_pos_embed(grid, src, dst, dst)
+                notes.append(f'interpolated {key} to {n_grid} tokens')
+            state[key] = torch.cat([cls, grid], 1) if wants_cls else grid
+            if has_cls and not wants_cls:
+                notes.append(f'dropped the cls entry of {key} (dense mode)')
+        return notes
+
+    def _check_depths(self, state: dict, prefix: str) -> None:
+        """Blocks per stage must agree: all SPM-PVT sizes share every tensor
+        shape, so a checkpoint of another size would otherwise half-load."""
+        found = stage_depths(state, prefix)
+        own = tuple(len(stage) for stage in self.stages)
+        if any(found) and found != own:
+            raise CheckpointError(
+                f'The checkpoint has {found} blocks per stage, the model {own}: '
+                f'it is SPM-PVT-{arch_of(found) or "?"}, not this arch (check '
+                f'`arch`; stage keys {prefix}stages.*).')
+
     @staticmethod
-    def _adapt_checkpoint(module: 'SPMPVT', state: dict, prefix: str,
-                          local_metadata, strict, missing_keys,
-                          unexpected_keys: list, error_msgs) -> None:
-        load_state_dict_hook(module, state, prefix)
+    def _check_coverage(own: dict, state: dict, prefix: str,
+                        min_fraction: float = 0.5) -> None:
+        matched = sum(k[len(prefix):] in own for k in state if k.startswith(prefix))
+        if matched < min_fraction * len(own):
+            raise CheckpointError(
+                f'Only {matched} of the {len(own)} SPMPVT weights are in the '
+                f'checkpoint: it is not an SPM-PVT checkpoint (a ResNet or PVT '
+                f'one, say). Expected the reference layout, an mmpretrain/mmdet/'
+                f'mmseg checkpoint with backbone.* keys, or a bare SPMPVT state '
+                f'dict.')
+
+    def load_pretrained(self, filename: str) -> tuple[list[str], list[str]]:
+        """Load a checkpoint of any layout :func:`detect_layout` knows from
+        anything mmengine's CheckpointLoader reads (paths, URLs, schemes).
+
+        Returns (and logs) the missing and the unexpected keys; missing
+        tensors keep their values from before the load.
+        """
+        backbone, _, layout = split_checkpoint(unwrap(load_checkpoint(filename)))
+        if layout == 'unknown':
+            raise CheckpointError(
+                f'{filename!r} is in no layout mmspm knows (no patch_embed*/'
+                f'block* reference keys, no backbone.* keys, no patch_embeds.* '
+                f'keys).')
+        missing, unexpected = self.load_state_dict(backbone, strict=False)
+        total = len(self.state_dict())
+        print_log(f'SPMPVT: loaded {filename} ({layout} layout): '
+                  f'{total - len(missing)} of {total} backbone tensors; missing '
+                  f'keys (left at SPMPVT\'s own initialisation): '
+                  f'{", ".join(missing) or "none"}; unexpected keys: '
+                  f'{", ".join(unexpected) or "none"}', logger='current',
+                  level=30 if missing or unexpected else 20)
+        return missing, unexpected
 
     def init_weights(self) -> None:
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_backbone_checkpoint(self, self.init_cfg['checkpoint'])
-            return
-        super().init_weights()
+        """SPM-PVT's own initialisation (the reference's), then the
+        ``Pretrained`` checkpoint of ``init_cfg`` over it."""
+        pretrained = (self.init_cfg or {}).get('type') == 'Pretrained'
+        if not pretrained:
+            super().init_weights()
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
@@ -272,6 +474,8 @@ class SPMPVT(BaseModule):
             trunc_normal_(pos, std=.02)
         if self.with_cls_token:
             trunc_normal_(self.cls_token, std=.02)
+        if pretrained:
+            self.load_pretrained(self.init_cfg['checkpoint'])
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:

@@ -28,7 +28,6 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)  # tests/reference.py: the naive SPM oracle
 
 CASES = {
     'spm': [
@@ -60,7 +59,7 @@ def build_case(name: str, device: str):
     kind, *args = name.split(':')
     if kind in ('spm-naive', 'spm-mmspm'):
         from mmspm.models import StepwisePatchMerging
-        from tests.reference import RefSPM
+        from mmspm.testing import RefSPM
         layer = (RefSPM if kind == 'spm-naive' else StepwisePatchMerging)(64, 128)
         layer.to(device).train()
         x = torch.randn(2, 64, 200, 336, device=device)
@@ -91,30 +90,15 @@ def _backbone(kind: str, device: str):
     from mmengine.registry import init_default_scope
 
     import mmspm  # noqa: F401  (registers SPMPVT)
+    from mmspm.testing import use_naive_spm
     init_default_scope('mmdet')
     if kind == 'pvt':
         model = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
     else:
         model = MODELS.build(dict(type='SPMPVT', arch='tiny'))
         if kind == 'spm-pvt-naive':
-            _use_naive_spm(model)
+            use_naive_spm(model)
     return model.to(device).train()
-
-
-def _use_naive_spm(model) -> None:
-    """Swap the SPM layers for the naive reference ones (same weights)."""
-    import re
-
-    from tests.reference import RefSPM
-    for i in (1, 2, 3):
-        fast = model.patch_embeds[i]
-        naive = RefSPM(fast.in_channels, fast.out_channels)
-        state = {}
-        for k, v in fast.state_dict().items():
-            k = re.sub(r'local_convs\.(\d)', lambda m: f'local_conv_{3 + 2 * int(m[1])}', k)
-            state[k.replace('gle.qkv', 'gle.attn.qkv')] = v
-        naive.load_state_dict(state)
-        model.patch_embeds[i] = naive
 
 
 def _model_step(kind: str, backbone: str, device: str):

@@ -11,7 +11,6 @@ models: Mask R-CNN at 800x1280 and Semantic FPN at 512x512, SPM-PVT vs PVT.
 """
 import argparse
 import os.path as osp
-import sys
 from functools import partial
 
 import torch
@@ -19,11 +18,10 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+import mmspm  # noqa: F401
+from mmspm.testing import use_naive_spm
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mmspm  # noqa: E402,F401
-from benchmark import _use_naive_spm  # noqa: E402
 
 SIZES = dict(t='tiny', s='small', m='medium', l='large')
 
@@ -70,7 +68,7 @@ def backbones(sizes) -> None:
         model.forward = partial(model.forward, mode='tensor')
         print(f'| SPM-PVT-{s.upper()} classifier (mmspm) | {params(model):.2f} | '
               f'{count(model, (x, )):.2f} |')
-        _use_naive_spm(model.backbone)
+        use_naive_spm(model.backbone)
         print(f'| SPM-PVT-{s.upper()} classifier (naive reference SPM ops) | '
               f'{params(model):.2f} | {count(model, (x, )):.2f} |')
     for s in sizes:

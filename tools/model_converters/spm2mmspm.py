@@ -15,10 +15,9 @@ import sys
 
 import torch
 
-from mmspm.checkpoint import (CheckpointError, arch_of, check_shapes, detect_layout,
-                              load_file, reference_mapping, stage_depths,
-                              unwrap)
-from mmspm.models import ARCH_SETTINGS, SPMPVT
+from mmspm.models.spm_pvt import (ARCH_SETTINGS, SPMPVT, arch_of, check_shapes,
+                                  convert_reference, detect_layout, stage_depths)
+from mmspm.safe_load import CheckpointError, load_file, unwrap
 
 
 def infer_arch(backbone: dict) -> str:
@@ -37,8 +36,8 @@ def convert(src: str) -> tuple[dict, dict, str]:
         raise CheckpointError(f'{src} is not in the reference key layout '
                               f'(found the {detect_layout(state)!r} layout); '
                               f'nothing to convert.')
-    mapping = reference_mapping(state)
-    out = {mapping[k]: v.contiguous() for k, v in state.items()}
+    out = {k: v.contiguous() for k, v in convert_reference(state).items()}
+    mapping = dict(zip(state, out))
     backbone = {k[len('backbone.'):]: v for k, v in out.items()
                 if k.startswith('backbone.')}
     arch = infer_arch(backbone)

@@ -1,4 +1,5 @@
-"""A naive SPM-PVT written straight from SPM_SPEC, in the authors' key layout.
+"""A naive SPM-PVT written straight from the reference model (docs/reference_model.md),
+in the authors' key layout.
 
 This is the oracle of the tests and the "naive SPM" of the benchmark: per-head
 convolution loop with concatenation, an explicit channel shuffle, full 5-token
@@ -218,3 +219,18 @@ class RefSPMPVT(nn.Module):
 
     def forward(self, x):
         return self.head(self.forward_features(x)[1])
+
+
+def use_naive_spm(model: nn.Module) -> None:
+    """Swap the SPM layers of an mmspm ``SPMPVT`` for naive ones with the same
+    weights (renamed by the checkpoint conversion's own rules)."""
+    from mmspm.models.spm_pvt import rename_reference_key
+    own = model.state_dict()
+    for i in (1, 2, 3):
+        fast = model.patch_embeds[i]
+        naive = RefSPM(fast.in_channels, fast.out_channels)
+        naive.load_state_dict({
+            k: own[rename_reference_key(f'patch_embed{i + 1}.spm.{k}')]
+            for k in naive.state_dict()
+        })
+        model.patch_embeds[i] = naive

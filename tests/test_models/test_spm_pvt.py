@@ -3,10 +3,9 @@ import pytest
 import torch
 
 from mmspm.models import ARCH_SETTINGS, SPMPVT
-from tests.conftest import backbone_state, reference_model
-from tests.reference import RefSPMPVT
+from tests.utils import backbone_state, reference_model
 
-# SPM_SPEC section 2: reference classification models with a 1000-class head.
+# docs/reference_model.md: reference classification models with a 1000-class head.
 PARAMS_M = dict(tiny=14.03, small=25.29, medium=45.01, large=62.17)
 
 

@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_end_to_end import (DET_CONFIG, SEG_CONFIG, det_options, metric, run,
-                                   seg_options)
+from tests.utils import DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run, seg_options
+
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> str:

@@ -2,58 +2,15 @@
 import os
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.utils import (DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run,
+                         seg_options)
 
-BIN = osp.dirname(sys.executable)
-SEG_CONFIG = 'configs/demo/fpn_spm-pvt-t_demo.py'
-DET_CONFIG = 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py'
-
-
-def run(*args: str) -> str:
-    proc = subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}'))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{" ".join(args)} failed:\n{out[-4000:]}'
-    return out
-
-
-def metric(output: str, name: str) -> float:
-    """The last value logged for ``name`` (mmengine: 'name: value')."""
-    values = re.findall(rf'{re.escape(name)}: (-?\d+\.\d+)', output)
-    assert values, f'{name} not in the output:\n{output[-2000:]}'
-    return float(values[-1])
-
-
-# The demo configs initialise the backbone from the demo classifier; these
-# runs start from scratch (tests/test_demo.py covers the init).
-NO_INIT = 'model.backbone.init_cfg=None'
-
-
-def seg_options(demo_data, iters: int) -> list[str]:
-    root = f'{demo_data}/ade/'
-    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
-            f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}',
-            f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'param_scheduler.0.end={iters}', 'default_hooks.checkpoint.interval=20',
-            'default_hooks.checkpoint.max_keep_ckpts=2', NO_INIT]
-
-
-def det_options(demo_data, epochs: int = 1, from_scratch: bool = True) -> list[str]:
-    root = f'{demo_data}/coco/'
-    ann = f'{root}annotations/instances_val2017.json'
-    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
-            f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}',
-            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-            f'default_hooks.checkpoint.interval={epochs}'] + ([NO_INIT] if from_scratch else [])
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')

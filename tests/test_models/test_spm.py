@@ -1,11 +1,12 @@
-"""SPM layers against the naive oracle of tests/reference.py (SPM_SPEC section 1)."""
+"""SPM layers against the naive oracle of mmspm/testing/reference.py
+(docs/reference_model.md, "SPM layers")."""
 import pytest
 import torch
 
-from mmspm.checkpoint import rename_reference_key
 from mmspm.models import StepwisePatchMerging
-from tests.conftest import randomize_norm_stats
-from tests.reference import RefSPM
+from mmspm.models.spm_pvt import rename_reference_key
+from mmspm.testing import RefSPM
+from tests.utils import randomize_norm_stats
 
 DIMS = [(64, 128), (128, 320), (320, 512)]
 

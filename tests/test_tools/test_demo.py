@@ -14,11 +14,8 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 from mmspm.launch import check_data
-from tests.conftest import ROOT
-from tests.test_end_to_end import (DET_CONFIG, SEG_CONFIG, det_options, metric, run,
-                                   seg_options)
-
-CLS_CONFIG = 'configs/demo/spm-pvt-t_cls_demo.py'
+from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric,
+                         run, seg_options)
 
 
 def cls_options(demo_data) -> list[str]:

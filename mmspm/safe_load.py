@@ -1,0 +1,171 @@
+"""Reading checkpoints without running code, for any model.
+
+Checkpoints are untrusted: ``.safetensors`` files are read directly, every
+other file with ``torch.load(weights_only=True)``. The only non-tensor types
+allowed are the exact ones mmengine's runner writes
+(:data:`MMENGINE_SAFE_GLOBALS`). Names other than local paths (``https://``,
+``open-mmlab://``, any scheme registered with mmengine's ``CheckpointLoader``)
+go through that loader, whose ``torch.load`` calls are ``weights_only`` by
+default in torch >= 2.6; :func:`load_checkpoint` refuses them where that
+default has been switched off.
+"""
+import os
+import os.path as osp
+import pickle
+import zipfile
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import CheckpointLoader
+from mmengine.runner.checkpoint import load_from_local
+from torch import Tensor
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def _history_buffer_statistic(owner: type, name: str) -> Callable:
+    """Stands in for ``getattr`` while unpickling, for one use only.
+
+    A HistoryBuffer pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``; allowing the real ``getattr`` would let
+    a checkpoint fetch any attribute of any allowed global.
+    """
+    if owner is HistoryBuffer and (name in ('min', 'max', 'current', 'mean')
+                                   or name in HistoryBuffer._statistics_methods):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed '
+                                 f'in a checkpoint')
+
+
+# What mmengine 0.10.7 runner checkpoints hold besides tensors: HistoryBuffer
+# objects (with their statistics methods) and numpy arrays/scalars in
+# `message_hub`, numpy scalars in `meta`.
+MMENGINE_SAFE_GLOBALS = [
+    HistoryBuffer,
+    (_history_buffer_statistic, 'builtins.getattr'),
+    np.ndarray,
+    np.dtype,
+    np.core.multiarray._reconstruct,
+    np.core.multiarray.scalar,
+    *{type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')},
+]
+
+
+def register_safe_globals() -> None:
+    """Allow exactly mmengine's checkpoint types in ``weights_only`` loads.
+
+    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which torch
+    >= 2.6 defaults to True, so its own checkpoints (``--resume``,
+    ``load_from``, ``mim test --checkpoint``) fail to load. Allow-listing the
+    types keeps every other pickle refused.
+    """
+    torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+
+
+# What torch's weights_only unpickler says when a pickle asks for code.
+_REFUSED_MESSAGES = ('Unsupported global', 'unrecognized function',
+                     'is not allowed in a checkpoint', 'is blocked')
+
+
+def _unpickling_detail(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines()]
+    return next((line for line in lines if 'WeightsUnpickler error' in line),
+                lines[-1] if lines else type(error).__name__)
+
+
+def _refusal(name: str, error: Exception) -> CheckpointError:
+    """The error for a failed unpickling: refused code, or a damaged file."""
+    if any(m in str(error) for m in _REFUSED_MESSAGES):
+        return CheckpointError(
+            f'Checkpoint {name!r} holds pickled objects that are not tensors '
+            f'or mmengine checkpoint data, so it was refused (it could run '
+            f'code). Save a plain state dict of tensors, or a .safetensors '
+            f'file. Detail: {_unpickling_detail(error)}')
+    return CheckpointError(f'Checkpoint {name!r} is corrupt or truncated '
+                           f'({_unpickling_detail(error)}).')
+
+
+def load_file(path: str) -> dict:
+    """Read a local checkpoint file without running pickled code."""
+    if not osp.isfile(path):
+        raise CheckpointError(f'Checkpoint {path!r} does not exist.')
+    if path.endswith('.safetensors'):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as load_safetensors
+        try:
+            return load_safetensors(path, device='cpu')
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f'Checkpoint {path!r} is not a readable '
+                                  f'safetensors file ({e}).') from e
+    try:
+        # Not torch's safe_globals() context: on exit it removes the types
+        # again, also for everyone who registered them before.
+        register_safe_globals()
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refusal(path, e) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f'Checkpoint {path!r} is corrupt or truncated '
+                              f'({type(e).__name__}: {e}).') from e
+
+
+def is_local(filename: str) -> bool:
+    """Whether mmengine's CheckpointLoader would read ``filename`` as a local file."""
+    return CheckpointLoader._get_checkpoint_loader(filename) is load_from_local
+
+
+def _weights_only_by_default() -> bool:
+    """Whether a ``torch.load`` without ``weights_only`` (mmengine's) is safe."""
+    true = ('1', 'y', 'yes', 'true')
+    return (os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in true
+            or os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() not in true)
+
+
+def load_checkpoint(filename: str) -> dict:
+    """Read a checkpoint from anything mmengine's CheckpointLoader accepts.
+
+    Local files go through :func:`load_file`; URLs and other schemes through
+    the loader registered for them, on the CPU, only while ``torch.load``
+    defaults to ``weights_only=True``.
+    """
+    if is_local(filename):
+        return load_file(filename)
+    if not _weights_only_by_default():
+        raise CheckpointError(
+            f'Refusing to load {filename!r}: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD '
+            f'is set, so torch.load would unpickle whatever the file holds (it '
+            f'could run code). Unset it, or download the file and give its '
+            f'local path.')
+    register_safe_globals()
+    try:
+        return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    except pickle.UnpicklingError as e:
+        raise _refusal(filename, e) from e
+
+
+def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
+    """The state dict inside a checkpoint, tensors only, DDP prefix removed.
+
+    The state dict may sit at the top level or under ``state_dict`` /
+    ``model`` (the PVT and SPM authors' checkpoints).
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'Expected a checkpoint dict, got '
+                              f'{type(checkpoint).__name__}.')
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    state = OrderedDict()
+    for k, v in checkpoint.items():
+        if not isinstance(v, Tensor):
+            raise CheckpointError(f'Checkpoint entry {k!r} is a '
+                                  f'{type(v).__name__}, not a tensor: this is '
+                                  f'not a state dict.')
+        state[k[len('module.'):] if k.startswith('module.') else k] = v
+    return state

@@ -1,0 +1,92 @@
+"""Reading checkpoints: damaged files named, pickled code refused on every
+path, mmengine's own checkpoint types allowed."""
+import pytest
+import torch
+from mmengine.runner import load_checkpoint
+
+from mmspm import SPMPVT
+from mmspm.safe_load import CheckpointError, load_checkpoint as safe_load_checkpoint
+from mmspm.safe_load import load_file
+from tests.utils import reference_model
+
+
+@pytest.fixture(scope='module')
+def ref_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
+    torch.save({'model': reference_model('tiny').state_dict()}, path)
+    return path
+
+
+class Payload:
+    """Unpickling this creates a file: what a malicious checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_pickle_payload_is_refused(tmp_path):
+    target = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    state = dict(reference_model('tiny').state_dict())
+    torch.save({'state_dict': state, 'meta': Payload(str(target))}, path)
+    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(CheckpointError, match='refused'):
+        model.init_weights()
+    with pytest.raises(Exception, match='Weights only load failed'):
+        load_checkpoint(SPMPVT('tiny'), str(path))  # the load_from / resume path
+    assert not target.exists()
+
+
+def test_truncated_and_corrupt_files(ref_file, tmp_path):
+    data = ref_file.read_bytes()
+    (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 3])
+    (tmp_path / 'garbage.pth').write_bytes(b'not a checkpoint at all' * 10)
+    (tmp_path / 'garbage.safetensors').write_bytes(b'\x00' * 64)
+    for name in ('truncated.pth', 'garbage.pth', 'garbage.safetensors'):
+        with pytest.raises(CheckpointError, match='corrupt or truncated|not a readable'):
+            load_file(str(tmp_path / name))
+    with pytest.raises(CheckpointError, match='does not exist'):
+        load_file(str(tmp_path / 'nope.pth'))
+
+
+def test_other_schemes_go_through_mmengines_loader(ref_file, tmp_path, monkeypatch):
+    """A name with a scheme (here one registered for the test, standing in
+    for https://) is read by the loader mmengine registered for it, still
+    refusing pickled code; with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set it is
+    refused before anything is read."""
+    from mmengine.runner import CheckpointLoader
+    from mmengine.runner.checkpoint import load_from_local
+    evil = tmp_path / 'evil.pth'
+    torch.save({'meta': Payload(str(tmp_path / 'pwned'))}, evil)
+    CheckpointLoader.register_scheme(
+        'mmspm-test://', lambda name, map_location: load_from_local(
+            str(tmp_path / name[len('mmspm-test://'):]), map_location), force=True)
+    torch.save(torch.load(ref_file, weights_only=True), tmp_path / 'ref.pth')
+    state = safe_load_checkpoint('mmspm-test://ref.pth')
+    assert torch.equal(state['model']['pos_embed1'],
+                       torch.load(ref_file, weights_only=True)['model']['pos_embed1'])
+    with pytest.raises(CheckpointError, match='refused'):
+        safe_load_checkpoint('mmspm-test://evil.pth')
+    assert not (tmp_path / 'pwned').exists()
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(CheckpointError, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
+        safe_load_checkpoint('mmspm-test://ref.pth')
+
+
+def test_loading_keeps_the_allow_list_registered(ref_file, tmp_path):
+    """mmengine's own loads (resume, load_from) rely on the global allow-list:
+    mmspm's loader must not remove it after use."""
+    from mmengine.logging import HistoryBuffer
+    load_file(str(ref_file))
+    (tmp_path / 'garbage.pth').write_bytes(b'garbage')
+    with pytest.raises(CheckpointError):
+        load_file(str(tmp_path / 'garbage.pth'))
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+    path = tmp_path / 'runner_style.pth'
+    buffer = HistoryBuffer()
+    buffer.update(1e-4)
+    torch.save({'message_hub': {'train/lr': buffer}}, path)
+    assert isinstance(torch.load(path)['message_hub']['train/lr'], HistoryBuffer)

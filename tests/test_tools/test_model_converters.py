@@ -1,0 +1,142 @@
+"""tools/model_converters/spm2mmspm.py run as a user runs it: every reference
+tensor under its mmspm name, refusals, never overwriting, and the converted
+checkpoint used by the ImageNet config and `mim test`."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+
+from mmspm.testing import ARCHS
+from tests.test_models.test_spm_pvt_checkpoints import (assert_dense_equals_reference,
+                                                        dense_from)
+from tests.test_safe_load import Payload
+from tests.utils import ROOT, metric, reference_model, run
+
+pytestmark = pytest.mark.slow
+
+CONVERTER = 'tools/model_converters/spm2mmspm.py'
+
+
+def convert(src, dst, *extra, ok=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, CONVERTER, str(src), str(dst), *extra],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope='module')
+def ref_tiny():
+    torch.manual_seed(0)
+    return reference_model('tiny')
+
+
+@pytest.fixture(scope='module')
+def ref_file(ref_tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
+    torch.save({'model': ref_tiny.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize('arch', list(ARCHS))
+def test_conversion_round_trip(arch, tmp_path):
+    from mmspm import SPMPVT
+    torch.manual_seed(1)
+    ref = reference_model(arch)
+    src = tmp_path / 'ref.pth'
+    torch.save({'state_dict': ref.state_dict()}, src)
+    out = convert(src, tmp_path / 'converted.pth').stdout
+    assert f'SPM-PVT-{arch}' in out
+    assert 'patch_embed2.spm.msa.local_conv_9.weight -> backbone.patch_embeds.1.msa.local_convs.3.weight' in out
+    converted = torch.load(tmp_path / 'converted.pth', weights_only=True)
+    assert set(converted) == {k for k in converted if k.startswith(('backbone.', 'head.fc.'))}
+    model = SPMPVT(arch, with_cls_token=True)
+    model.load_state_dict({k[9:]: v for k, v in converted.items() if k.startswith('backbone.')},
+                          strict=True)
+    # every reference tensor arrives unchanged under its new name
+    ours = model.state_dict()
+    ref_state = ref.state_dict()
+    for old, new in (('patch_embed3.spm.gle.attn.qkv.weight', 'patch_embeds.2.gle.qkv.weight'),
+                     ('block4.1.attn.kv.bias', 'stages.3.1.attn.kv.bias'),
+                     ('pos_embed4', 'pos_embeds.3'), ('cls_token', 'cls_token'),
+                     ('patch_embed1.norm.weight', 'patch_embeds.0.norm.weight')):
+        torch.testing.assert_close(ours[new], ref_state[old], rtol=0, atol=0)
+    torch.testing.assert_close(converted['head.fc.weight'], ref_state['head.weight'])
+    assert sum(v.numel() for v in converted.values()) == sum(
+        v.numel() for k, v in ref_state.items() if 'num_batches_tracked' not in k) + sum(
+        v.numel() for k, v in ref_state.items() if 'num_batches_tracked' in k)
+
+
+def test_classifier_parity_with_imagenet_config(ref_tiny, ref_file, tmp_path):
+    """configs/imagenet/spm-pvt-t loading a converted checkpoint gives the
+    reference classifier's logits."""
+    from mmpretrain.registry import MODELS
+    convert(ref_file, tmp_path / 'converted.safetensors')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
+    init_default_scope('mmpretrain')
+    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    load_checkpoint(model, str(tmp_path / 'converted.safetensors'), strict=True)
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours = model(x, mode='tensor')
+        theirs = ref_tiny(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_dense_init_from_converted_and_safetensors(ref_tiny, ref_file, tmp_path):
+    for name in ('c.pth', 'c.safetensors'):
+        convert(ref_file, tmp_path / name)
+        assert_dense_equals_reference(dense_from(tmp_path / name), ref_tiny)
+
+
+def test_missing_extra_and_unknown_keys_are_refused(ref_tiny, tmp_path):
+    state = dict(ref_tiny.state_dict())
+    missing = dict(state)
+    del missing['block2.1.mlp.fc1.weight']
+    torch.save(missing, tmp_path / 'missing.pth')
+    err = convert(tmp_path / 'missing.pth', tmp_path / 'o1.pth', ok=False).stderr
+    assert 'stages.1.1.mlp.fc1.weight' in err
+
+    extra = dict(state, **{'block1.0.attn.extra.weight': torch.zeros(2)})
+    torch.save(extra, tmp_path / 'extra.pth')
+    err = convert(tmp_path / 'extra.pth', tmp_path / 'o2.pth', ok=False).stderr
+    assert 'stages.0.0.attn.extra.weight' in err
+
+    unknown = dict(state, **{'decoder.weight': torch.zeros(2)})
+    torch.save(unknown, tmp_path / 'unknown.pth')
+    assert "'decoder.weight'" in convert(tmp_path / 'unknown.pth', tmp_path / 'o3.pth',
+                                         ok=False).stderr
+
+
+def test_pickle_payload_is_refused(ref_tiny, tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': dict(ref_tiny.state_dict()),
+                'meta': Payload(str(tmp_path / 'pwned'))}, path)
+    assert 'refused' in convert(path, tmp_path / 'o.pth', ok=False).stderr
+    assert not (tmp_path / 'pwned').exists()
+    assert not (tmp_path / 'o.pth').exists()
+
+
+def test_converter_never_overwrites(ref_file, tmp_path):
+    dst = tmp_path / 'out.pth'
+    dst.write_bytes(b'user data')
+    assert 'exists' in convert(ref_file, dst, ok=False).stderr
+    assert dst.read_bytes() == b'user data'
+    convert(ref_file, dst, '--overwrite')
+    assert 'backbone.cls_token' in torch.load(dst, weights_only=True)
+
+
+def test_mim_test_mmpretrain_with_converted_checkpoint(ref_file, demo_data, tmp_path):
+    convert(ref_file, tmp_path / 'c.pth')
+    root = f'{demo_data}/imagenet'
+    out = run('mim', 'test', 'mmpretrain', 'configs/imagenet/spm-pvt-t_8xb128_in1k.py',
+              '--checkpoint', str(tmp_path / 'c.pth'), '--gpus', '0', '--work-dir',
+              str(tmp_path / 'w'), '--cfg-options', f'test_dataloader.dataset.data_root={root}',
+              'test_dataloader.batch_size=4', 'test_dataloader.num_workers=0',
+              'test_dataloader.persistent_workers=False')
+    assert 0.0 <= metric(out, 'accuracy/top1') <= 100.0

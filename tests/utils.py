@@ -1,0 +1,81 @@
+"""Helpers shared by the tests: paths, subprocess runs, demo-run options and
+reference models."""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import torch
+
+from mmspm.models.spm_pvt import split_checkpoint
+from mmspm.testing import RefSPMPVT
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BIN = osp.dirname(sys.executable)
+SEG_CONFIG = 'configs/demo/fpn_spm-pvt-t_demo.py'
+DET_CONFIG = 'configs/demo/mask-rcnn_spm-pvt-t_fpn_demo.py'
+CLS_CONFIG = 'configs/demo/spm-pvt-t_cls_demo.py'
+# The demo configs initialise the backbone from the demo classifier; runs
+# that start from scratch disable it (tests/test_tools/test_demo.py covers it).
+NO_INIT = 'model.backbone.init_cfg=None'
+
+
+def run(*args: str) -> str:
+    """Run a command from the repository root with .venv's bin on PATH; its output."""
+    proc = subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}'))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f'{" ".join(args)} failed:\n{out[-4000:]}'
+    return out
+
+
+def metric(output: str, name: str) -> float:
+    """The last value logged for ``name`` (mmengine: 'name: value')."""
+    values = re.findall(rf'{re.escape(name)}: (-?\d+\.\d+)', output)
+    assert values, f'{name} not in the output:\n{output[-2000:]}'
+    return float(values[-1])
+
+
+def seg_options(demo_data, iters: int) -> list[str]:
+    root = f'{demo_data}/ade/'
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'param_scheduler.0.end={iters}', 'default_hooks.checkpoint.interval=20',
+            'default_hooks.checkpoint.max_keep_ckpts=2', NO_INIT]
+
+
+def det_options(demo_data, epochs: int = 1, from_scratch: bool = True) -> list[str]:
+    root = f'{demo_data}/coco/'
+    ann = f'{root}annotations/instances_val2017.json'
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            f'default_hooks.checkpoint.interval={epochs}'] + ([NO_INIT] if from_scratch else [])
+
+
+def randomize_norm_stats(model: torch.nn.Module) -> None:
+    """BatchNorm running stats/affine away from identity so eval mode is tested."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+        if isinstance(m, torch.nn.LayerNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+def reference_model(arch: str = 'tiny') -> RefSPMPVT:
+    ref = RefSPMPVT(arch)
+    randomize_norm_stats(ref)
+    return ref.eval()
+
+
+def backbone_state(ref: RefSPMPVT) -> dict:
+    return split_checkpoint(ref.state_dict())[0]
