@@ -445,10 +445,10 @@ class SPMPVT(BaseModule):
                 f'keys).')
         missing, unexpected = self.load_state_dict(backbone, strict=False)
         total = len(self.state_dict())
+        left = ' (left at SPMPVT\'s own initialisation)' if missing else ''
         print_log(f'SPMPVT: loaded {filename} ({layout} layout): '
                   f'{total - len(missing)} of {total} backbone tensors; missing '
-                  f'keys (left at SPMPVT\'s own initialisation): '
-                  f'{", ".join(missing) or "none"}; unexpected keys: '
+                  f'keys: {", ".join(missing) or "none"}{left}; unexpected keys: '
                   f'{", ".join(unexpected) or "none"}', logger='current',
                   level=30 if missing or unexpected else 20)
         return missing, unexpected
