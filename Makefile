@@ -20,12 +20,12 @@ $(STAMP): $(wildcard requirements/*.txt) setup.py
 	$(PIP) install -q -r requirements/torch.txt
 	@# mmcv has no wheel for this Python/torch: build it with its ops (CUDA ops
 	@# only where a GPU and nvcc exist, otherwise RoIAlign fails on the GPU).
-	@if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; \
-	else echo "mmcv: no GPU/nvcc, building CPU ops (about 10 minutes the first time)"; fi; \
-	@# ninja (from requirements/build.txt, on PATH) compiles the ops MAX_JOBS at a
+	@# ninja (from requirements/build.txt, on PATH) compiles MAX_JOBS files at a
 	@# time; -g0 drops the debug information Python's own CFLAGS ask for (same
 	@# code, a quicker build and a smaller library).
+	@if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; \
+	else echo "mmcv: no GPU/nvcc, building CPU ops (about 8 minutes the first time)"; fi; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1 \
 	  $(PIP) install -q --no-build-isolation $(PIN) -r requirements/mmcv.txt
 	$(PIP) install -q $(PIN) -r requirements/openmmlab.txt -r requirements/tests.txt

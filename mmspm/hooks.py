@@ -7,7 +7,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from .models.spm_pvt import SPMPVT, detect_layout, split_checkpoint
+from .models.spm_pvt import SPMPVT, detect_layout, is_pvt_v1, split_checkpoint
 from .safe_load import CheckpointError
 
 
@@ -62,6 +62,13 @@ class ReferenceCheckpointHook(Hook):
                 break
         if detect_layout(state) != 'reference':
             return
+        if is_pvt_v1(state):
+            raise CheckpointError(
+                'load_from/--checkpoint got a PVT v1 checkpoint: its stage 2-4 '
+                'patch embeddings are convolutions where SPM-PVT has SPM layers, '
+                'which would stay untrained. Start from it through the '
+                'backbone instead: init_cfg=dict(type=\'Pretrained\', '
+                'checkpoint=..., from_pvt_v1=True).')
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         names = [n for n, m in model.named_modules() if isinstance(m, SPMPVT)]
         if len(names) != 1 or not names[0]:

@@ -85,3 +85,13 @@ def test_reference_checkpoint_into_a_model_without_spmpvt(ref_tiny, tmp_path):
     runner = runner_for('configs/mask_rcnn/mask-rcnn_pvt-t_fpn_1x_coco.py', tmp_path)
     with pytest.raises(CheckpointError, match='exactly one SPMPVT'):
         runner.load_checkpoint(str(ref_path))
+
+
+def test_pvt_v1_checkpoint_is_refused_by_load_from(ref_tiny, tmp_path):
+    """The authors' names with PVT's convolution patch embeddings: loading it
+    whole would leave every SPM layer untrained."""
+    from tests.test_models.test_spm_pvt_checkpoints import reference_pvt_v1_state
+    torch.save(reference_pvt_v1_state(ref_tiny), tmp_path / 'pvt_tiny.pth')
+    runner = runner_for(DET, tmp_path)
+    with pytest.raises(CheckpointError, match='from_pvt_v1=True'):
+        runner.load_checkpoint(str(tmp_path / 'pvt_tiny.pth'))

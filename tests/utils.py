@@ -21,9 +21,9 @@ CLS_CONFIG = 'configs/demo/spm-pvt-t_cls_demo.py'
 NO_INIT = 'model.backbone.init_cfg=None'
 
 
-def run(*args: str) -> str:
-    """Run a command from the repository root with .venv's bin on PATH; its output."""
-    proc = subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True,
+def run(*args: str, cwd: str = ROOT) -> str:
+    """Run a command (from the repository root) with .venv's bin on PATH; its output."""
+    proc = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True,
                           env=dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}'))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f'{" ".join(args)} failed:\n{out[-4000:]}'

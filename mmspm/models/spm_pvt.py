@@ -125,6 +125,68 @@ def arch_of(depths: tuple[int, ...]) -> Optional[str]:
     return next((n for n, a in ARCH_SETTINGS.items() if a['depths'] == depths), None)
 
 
+# PVT v1 (no SPM): the official release keys (patch_embed{2,3,4}.proj.* are
+# the convolutions SPM replaces) and mmdet's PyramidVisionTransformer keys.
+_PVT_V1_KEY = re.compile(r'^(backbone\.)?(patch_embed[2-4]\.proj\.|layers\.[1-3]\.0\.projection\.)')
+_MMDET_PVT_KEY = re.compile(r'^layers\.(\d)\.(\d)\.(.*)$')
+_MMDET_PVT_BLOCK_RULES = [
+    (re.compile(r'^attn\.attn\.out_proj\.'), 'attn.proj.'),
+    (re.compile(r'^ffn\.layers\.0\.'), 'mlp.fc1.'),
+    (re.compile(r'^ffn\.layers\.3\.'), 'mlp.fc2.'),
+]
+
+
+def is_pvt_v1(state: dict) -> bool:
+    """Whether ``state`` holds a PVT v1 backbone (official or mmdet layout,
+    bare or in a detector/segmentor), which has convolutions where SPM-PVT
+    has SPM."""
+    return any(_PVT_V1_KEY.match(k) for k in state)
+
+
+def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
+    """The tensors of a PVT v1 checkpoint that SPM-PVT shares, under mmspm's
+    names, and the keys left out (the stage 2-4 patch embeddings SPM
+    replaces, mmdet's per-stage norms, the classifier head).
+
+    Takes the official layout (the authors' key names, ``patch_embed2.proj``)
+    and mmdet's ``PyramidVisionTransformer`` layout (``layers.{i}...``, whose
+    ``in_proj`` packs ``q`` and ``kv`` and whose MLP is two 1x1 convolutions),
+    bare or under ``backbone.``.
+    """
+    if any(k.startswith('backbone.') for k in state):
+        state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
+                            if k.startswith('backbone.'))
+    out, left_out = OrderedDict(), []
+    for k, v in state.items():
+        if (m := _MMDET_PVT_KEY.match(k)) is None:
+            new = rename_reference_key(k)
+            if new is None or re.match(r'patch_embeds\.[1-3]\.', new):
+                left_out.append(k)
+            else:
+                out[new] = v
+            continue
+        stage, part, rest = int(m[1]), int(m[2]), m[3]
+        if part == 0 and stage == 0:
+            out['patch_embeds.0.' + rest.replace('projection.', 'proj.')] = v
+        elif part == 1 and rest == '0.pos_embed':
+            out[f'pos_embeds.{stage}'] = v
+        elif part == 1:
+            block, name = rest.split('.', 1)
+            prefix = f'stages.{stage}.{int(block) - 1}.'
+            if name.startswith('attn.attn.in_proj_'):
+                kind = name[len('attn.attn.in_proj_'):]
+                dim = v.shape[0] // 3
+                out[f'{prefix}attn.q.{kind}'] = v[:dim]
+                out[f'{prefix}attn.kv.{kind}'] = v[dim:]
+                continue
+            for pattern, repl in _MMDET_PVT_BLOCK_RULES:
+                name = pattern.sub(repl, name)
+            out[prefix + name] = v.flatten(1) if name.startswith('mlp.') and v.dim() == 4 else v
+        else:
+            left_out.append(k)
+    return out, left_out
+
+
 def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
     """Every checkpoint tensor under ``prefix`` that the model (its state dict
     ``own``) has must have the model's shape."""
@@ -273,7 +335,9 @@ class SPMPVT(BaseModule):
         norm_eval: Keep BatchNorm layers (in SPM) in eval mode while training.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an
             ImageNet checkpoint in any layout :func:`detect_layout` knows,
-            from a path, URL or any scheme mmengine's CheckpointLoader reads.
+            from a path, URL or any scheme mmengine's CheckpointLoader reads;
+            with ``from_pvt_v1=True``, a PVT v1 checkpoint for everything but
+            the SPM layers (:meth:`load_pretrained`).
 
     Parameter names map the authors' checkpoint layout by renaming alone:
     ``patch_embed{i}.(spm.)`` -> ``patch_embeds.{i-1}.``, ``pos_embed{i}`` ->
@@ -425,19 +489,37 @@ class SPMPVT(BaseModule):
         if matched < min_fraction * len(own):
             raise CheckpointError(
                 f'Only {matched} of the {len(own)} SPMPVT weights are in the '
-                f'checkpoint: it is not an SPM-PVT checkpoint (a ResNet or PVT '
-                f'one, say). Expected the reference layout, an mmpretrain/mmdet/'
-                f'mmseg checkpoint with backbone.* keys, or a bare SPMPVT state '
-                f'dict.')
+                f'checkpoint: it is not an SPM-PVT checkpoint (a ResNet one, '
+                f'say). Expected the reference layout, an mmpretrain/mmdet/mmseg '
+                f'checkpoint with backbone.* keys, or a bare SPMPVT state dict; '
+                f'PVT v1 checkpoints load with from_pvt_v1=True in init_cfg.')
 
-    def load_pretrained(self, filename: str) -> tuple[list[str], list[str]]:
+    def load_pretrained(self, filename: str,
+                        from_pvt_v1: bool = False) -> tuple[list[str], list[str]]:
         """Load a checkpoint of any layout :func:`detect_layout` knows from
         anything mmengine's CheckpointLoader reads (paths, URLs, schemes).
+
+        ``from_pvt_v1``: the checkpoint is PVT v1's (official or mmdet layout,
+        see :func:`convert_pvt_v1`); every tensor SPM-PVT shares with it is
+        loaded and the SPM layers keep their values from before the load.
+        Without it a PVT v1 checkpoint is refused, so that one given by
+        mistake for an SPM-PVT one does not leave the SPM layers untrained
+        unnoticed.
 
         Returns (and logs) the missing and the unexpected keys; missing
         tensors keep their values from before the load.
         """
-        backbone, _, layout = split_checkpoint(unwrap(load_checkpoint(filename)))
+        state = unwrap(load_checkpoint(filename))
+        if from_pvt_v1:
+            return self._load_pvt_v1(filename, state)
+        if is_pvt_v1(state):
+            raise CheckpointError(
+                f'{filename!r} is a PVT v1 checkpoint: its stage 2-4 patch '
+                f'embeddings are convolutions where SPM-PVT has SPM layers, so '
+                f'those would stay untrained. To start SPM-PVT from PVT v1 '
+                f'weights on purpose, say so: init_cfg=dict(type=\'Pretrained\', '
+                f'checkpoint=..., from_pvt_v1=True).')
+        backbone, _, layout = split_checkpoint(state)
         if layout == 'unknown':
             raise CheckpointError(
                 f'{filename!r} is in no layout mmspm knows (no patch_embed*/'
@@ -451,6 +533,32 @@ class SPMPVT(BaseModule):
                   f'keys: {", ".join(missing) or "none"}{left}; unexpected keys: '
                   f'{", ".join(unexpected) or "none"}', logger='current',
                   level=30 if missing or unexpected else 20)
+        return missing, unexpected
+
+    def _load_pvt_v1(self, filename: str, state: dict) -> tuple[list[str], list[str]]:
+        if not is_pvt_v1(state):
+            raise CheckpointError(
+                f'from_pvt_v1=True but {filename!r} is not a PVT v1 checkpoint '
+                f'(no patch_embed2.proj.* or layers.1.0.projection.* keys); drop '
+                f'from_pvt_v1 for SPM-PVT checkpoints.')
+        backbone, left_out = convert_pvt_v1(state)
+        missing, unexpected = self.load_state_dict(backbone, strict=False)
+        spm = [k for k in missing if re.match(r'patch_embeds\.[1-3]\.', k)]
+        if len(spm) != len(missing) or unexpected:
+            raise CheckpointError(
+                f'{filename!r} is not a PVT v1 checkpoint of this size: SPM-PVT '
+                f'tensors missing from it: {sorted(set(missing) - set(spm))[:8]}; '
+                f'tensors with no place in SPM-PVT: {unexpected[:8]} (check '
+                f'`arch`).')
+        total = len(self.state_dict())
+        print_log(f'SPMPVT: initialised from the PVT v1 checkpoint {filename}: '
+                  f'{total - len(spm)} of {total} tensors from the checkpoint '
+                  f'(stage-1 patch embedding, position embeddings, blocks'
+                  f'{", cls token, final norm" if self.with_cls_token else ""}); '
+                  f'{len(spm)} tensors of the SPM layers (patch_embeds.1-3) at '
+                  f'SPM-PVT\'s own initialisation; not used: {len(left_out)} '
+                  f'checkpoint tensors (PVT\'s stage 2-4 patch embeddings, '
+                  f'head)', logger='current')
         return missing, unexpected
 
     def init_weights(self) -> None:
@@ -475,7 +583,8 @@ class SPMPVT(BaseModule):
         if self.with_cls_token:
             trunc_normal_(self.cls_token, std=.02)
         if pretrained:
-            self.load_pretrained(self.init_cfg['checkpoint'])
+            self.load_pretrained(self.init_cfg['checkpoint'],
+                                 self.init_cfg.get('from_pvt_v1', False))
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:

@@ -1,6 +1,7 @@
 """SPMPVT's loading: every checkpoint layout, dense/cls adaptation, and the
 refusals of checkpoints that are not of this model."""
 import copy
+import re
 import os.path as osp
 
 import pytest
@@ -158,3 +159,123 @@ def test_position_embeddings_are_interpolated_on_load(ref_tiny, tmp_path):
         grid.reshape(1, 4, 4, 512).permute(0, 3, 1, 2), size=(7, 7), mode='bilinear',
         align_corners=False).flatten(2).transpose(1, 2)
     torch.testing.assert_close(model.pos_embeds[3].data, expected, rtol=0, atol=0)
+
+
+def mmdet_pvt(num_layers=(2, 2, 2, 2)):
+    """mmdet's own PVT v1 with every tensor drawn at random (no init value can
+    coincide with SPM-PVT's)."""
+    from mmdet.models.backbones import PyramidVisionTransformer
+    pvt = PyramidVisionTransformer(num_layers=list(num_layers))
+    for p in pvt.state_dict().values():
+        if p.is_floating_point():
+            p.normal_(0, 0.05)
+    return pvt.eval()
+
+
+def from_pvt(path, seed=5, **kwargs) -> SPMPVT:
+    torch.manual_seed(seed)
+    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                         from_pvt_v1=True), **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+def assert_spm_layers_at_own_init(model: SPMPVT, seed=5, **kwargs):
+    torch.manual_seed(seed)
+    fresh = SPMPVT('tiny', **kwargs)
+    fresh.init_weights()
+    spm = {k: v for k, v in fresh.state_dict().items()
+           if k.startswith(('patch_embeds.1.', 'patch_embeds.2.', 'patch_embeds.3.'))}
+    assert len(spm) == 90  # 3 SPM layers x 30 tensors (BN buffers included)
+    ours = model.state_dict()
+    for k, v in spm.items():
+        assert torch.equal(ours[k], v), k
+
+
+@pytest.mark.parametrize('wrap', ['backbone', 'detector'])
+def test_pvt_v1_from_mmdet_initialises_all_but_spm(wrap, tmp_path):
+    """A checkpoint written by mmdet's PyramidVisionTransformer (bare, or in a
+    detector): the shared tensors arrive bitwise, every block computes what
+    mmdet's block computes, the SPM layers are at SPM-PVT's own init."""
+    pvt = mmdet_pvt()
+    state = pvt.state_dict()
+    path = tmp_path / 'pvt.pth'
+    torch.save(state if wrap == 'backbone' else
+               {'state_dict': {f'backbone.{k}': v for k, v in state.items()},
+                'meta': {'epoch': 12}}, path)
+    model = from_pvt(path)
+    ours = model.state_dict()
+    assert torch.equal(ours['patch_embeds.0.proj.weight'], state['layers.0.0.projection.weight'])
+    for i in range(4):
+        assert torch.equal(ours[f'pos_embeds.{i}'], state[f'layers.{i}.1.0.pos_embed'])
+    in_proj = state['layers.2.1.2.attn.attn.in_proj_weight']
+    assert torch.equal(ours['stages.2.1.attn.q.weight'], in_proj[:320])
+    assert torch.equal(ours['stages.2.1.attn.kv.weight'], in_proj[320:])
+    assert torch.equal(ours['stages.3.0.mlp.fc1.weight'],
+                       state['layers.3.1.1.ffn.layers.0.weight'].flatten(1))
+    # every block, run on the same tokens, gives what mmdet's block gives
+    # (LayerNorm eps 1e-6 in PVT v1 vs mmdet's 1e-5: a tolerance, not a bug)
+    with torch.no_grad():
+        for i, (grid, dim) in enumerate(zip((56, 28, 14, 7), (64, 128, 320, 512))):
+            x = torch.randn(1, grid * grid, dim)
+            for j, block in enumerate(model.stages[i]):
+                theirs = pvt.layers[i][1][j + 1](x, (grid, grid))
+                torch.testing.assert_close(block(x, (grid, grid)), theirs, atol=2e-4, rtol=0)
+        image = torch.randn(1, 3, 224, 224)
+        torch.testing.assert_close(model(image)[0], pvt(image)[0], atol=2e-4, rtol=0)
+    assert_spm_layers_at_own_init(model)
+
+
+def reference_pvt_v1_state(ref) -> dict:
+    """The official PVT v1 layout: the reference model's keys with 2x2
+    stride-2 convolutions (and LayerNorms) as stage 2-4 patch embeddings."""
+    state = {k: v for k, v in ref.state_dict().items()
+             if not k.startswith(('patch_embed2.', 'patch_embed3.', 'patch_embed4.'))}
+    dims = (64, 128, 320, 512)
+    for i in (2, 3, 4):
+        state[f'patch_embed{i}.proj.weight'] = torch.randn(dims[i - 1], dims[i - 2], 2, 2)
+        state[f'patch_embed{i}.proj.bias'] = torch.randn(dims[i - 1])
+        state[f'patch_embed{i}.norm.weight'] = torch.randn(dims[i - 1])
+        state[f'patch_embed{i}.norm.bias'] = torch.randn(dims[i - 1])
+    return state
+
+
+def test_pvt_v1_official_layout_into_a_classifier(ref_tiny, tmp_path):
+    """The PVT release layout, cls token, final norm and the cls entry of the
+    last position embedding included; the head is the classifier's, not the
+    backbone's."""
+    state = reference_pvt_v1_state(ref_tiny)
+    torch.save({'model': state}, tmp_path / 'pvt_tiny.pth')
+    model = from_pvt(tmp_path / 'pvt_tiny.pth', with_cls_token=True)
+    ours = model.state_dict()
+    ref_state = ref_tiny.state_dict()
+    shared = [k for k in ours if not k.startswith(('patch_embeds.1.', 'patch_embeds.2.',
+                                                   'patch_embeds.3.'))]
+    assert len(shared) == len(ours) - 90
+    for k in shared:
+        old = (k.replace('patch_embeds.0.', 'patch_embed1.').replace('stages.', 'block')
+               .replace('pos_embeds.', 'pos_embed'))
+        old = re.sub(r'^block(\d)', lambda m: f'block{int(m[1]) + 1}', old)
+        old = re.sub(r'^pos_embed(\d)', lambda m: f'pos_embed{int(m[1]) + 1}', old)
+        assert torch.equal(ours[k], ref_state[old]), k
+    assert_spm_layers_at_own_init(model, with_cls_token=True)
+
+
+def test_pvt_v1_without_the_opt_in_fails_loudly(ref_tiny, tmp_path):
+    torch.save(reference_pvt_v1_state(ref_tiny), tmp_path / 'pvt_tiny.pth')
+    torch.save(mmdet_pvt().state_dict(), tmp_path / 'mmdet_pvt.pth')
+    for name in ('pvt_tiny.pth', 'mmdet_pvt.pth'):
+        with pytest.raises(CheckpointError, match=r'PVT v1 checkpoint.*from_pvt_v1=True'):
+            dense_from(tmp_path / name)
+    # the opt-in is for PVT v1 only, and for its own size
+    with pytest.raises(CheckpointError, match='not a PVT v1 checkpoint'):
+        from_pvt(ref_file_of(ref_tiny, tmp_path))
+    torch.save(mmdet_pvt((3, 4, 6, 3)).state_dict(), tmp_path / 'pvt_small.pth')
+    with pytest.raises(CheckpointError, match=r'\(3, 4, 6, 3\) blocks per stage'):
+        from_pvt(tmp_path / 'pvt_small.pth')
+
+
+def ref_file_of(ref, tmp_path):
+    path = tmp_path / 'spm_ref.pth'
+    torch.save(ref.state_dict(), path)
+    return path
