@@ -13,6 +13,14 @@ custom_imports = dict(imports=['mmspm'], allow_failed_imports=False)
 # take the SPM-PVT authors' checkpoints (their key layout).
 custom_hooks = [dict(type='RNGStateHook'), dict(type='ReferenceCheckpointHook')]
 
+# No SPM-PVT weights are published. To start from the public PVT v1 ImageNet
+# weights (pvt_tiny/small/medium/large.pth from
+# https://github.com/whai362/PVT/releases/tag/v2) for every tensor but the SPM
+# layers, which keep SPM-PVT's own initialisation, use the commented init_cfg
+# of the backbone below (the classifier head is not the backbone's and starts
+# at init); from_pvt_v1=True says it is meant (a PVT v1
+# checkpoint without it is refused).
+
 model = dict(
     type='ImageClassifier',
     backbone=dict(
@@ -20,7 +28,9 @@ model = dict(
         arch='tiny',
         with_cls_token=True,
         out_indices=(3, ),
-        drop_path_rate=0.1),
+        drop_path_rate=0.1,
+        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/pvt_tiny.pth', from_pvt_v1=True)
+    ),
     neck=None,
     head=dict(
         type='LinearClsHead',

@@ -18,6 +18,13 @@ custom_hooks = [dict(type='RNGStateHook'), dict(type='ReferenceCheckpointHook')]
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
 pretrained = 'checkpoints/spm-pvt-t_8xb128_in1k.pth'
 
+# No SPM-PVT weights are published. To start from the public PVT v1 ImageNet
+# weights (pvt_tiny/small/medium/large.pth from
+# https://github.com/whai362/PVT/releases/tag/v2) for every tensor but the SPM
+# layers, which keep SPM-PVT's own initialisation, use the commented init_cfg
+# of the backbone below; from_pvt_v1=True says it is meant (a PVT v1
+# checkpoint without it is refused).
+
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -29,6 +36,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/pvt_tiny.pth', from_pvt_v1=True)),
     neck=dict(in_channels=[64, 128, 320, 512]),
     decode_head=dict(num_classes=150))
 

@@ -131,12 +131,39 @@ def test_converter_never_overwrites(ref_file, tmp_path):
     assert 'backbone.cls_token' in torch.load(dst, weights_only=True)
 
 
-def test_mim_test_mmpretrain_with_converted_checkpoint(ref_file, demo_data, tmp_path):
+def test_mim_test_mmpretrain_with_converted_checkpoint(ref_tiny, ref_file, demo_data, tmp_path):
+    """`mim test` of the converted checkpoint scores every test image as the
+    reference model it was converted from does, and so reports its top-1."""
+    from mmengine.fileio import load
+    from mmengine.runner import Runner
     convert(ref_file, tmp_path / 'c.pth')
     root = f'{demo_data}/imagenet'
+    options = [f'test_dataloader.dataset.data_root={root}', 'test_dataloader.batch_size=4',
+               'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
     out = run('mim', 'test', 'mmpretrain', 'configs/imagenet/spm-pvt-t_8xb128_in1k.py',
               '--checkpoint', str(tmp_path / 'c.pth'), '--gpus', '0', '--work-dir',
-              str(tmp_path / 'w'), '--cfg-options', f'test_dataloader.dataset.data_root={root}',
-              'test_dataloader.batch_size=4', 'test_dataloader.num_workers=0',
-              'test_dataloader.persistent_workers=False')
-    assert 0.0 <= metric(out, 'accuracy/top1') <= 100.0
+              str(tmp_path / 'w'), '--out', str(tmp_path / 'preds.pkl'),
+              '--cfg-options', *options)
+    tested = load(str(tmp_path / 'preds.pkl'))  # this test's own output file
+    # The same images through the same pipeline and preprocessor, into the
+    # reference model.
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
+    cfg.merge_from_dict(dict(arg.split('=', 1) for arg in options))
+    cfg.test_dataloader.batch_size = 4
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    init_default_scope('mmpretrain')
+    preprocessor = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).data_preprocessor
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in Runner.build_dataloader(cfg.test_dataloader):
+            data = preprocessor(batch, False)
+            scores.append(ref_tiny(data['inputs']).softmax(-1))
+            labels += [int(s.gt_label) for s in data['data_samples']]
+    scores = torch.cat(scores)
+    assert len(tested) == len(scores) > 0
+    for pred, expected in zip(tested, scores):
+        torch.testing.assert_close(pred['pred_score'], expected, atol=1e-5, rtol=0)
+    top1 = 100 * sum(int(s.argmax()) == y for s, y in zip(scores, labels)) / len(labels)
+    assert metric(out, 'accuracy/top1') == pytest.approx(top1, abs=1e-3)
