@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmspm.safe_load import CheckpointError
-from tests.utils import ROOT, reference_model
+from tests.utils import ROOT
 
 DET = 'configs/mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py'
 CLS = 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'
@@ -22,12 +22,6 @@ def runner_for(config: str, tmp_path, hooks=None) -> Runner:
     if hooks is not None:
         cfg.custom_hooks = hooks
     return Runner.from_cfg(cfg)
-
-
-@pytest.fixture(scope='module')
-def ref_tiny():
-    torch.manual_seed(0)
-    return reference_model('tiny')
 
 
 def dense_outputs(backbone, x):

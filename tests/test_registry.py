@@ -1,4 +1,5 @@
-"""`import mmspm` registers SPMPVT in the three codebases' MODELS registries."""
+"""`import mmspm` registers SPMPVT and StepwisePatchMerging in the three
+codebases' MODELS registries."""
 import pytest
 import torch
 
@@ -20,6 +21,11 @@ def test_build_from_each_registry(scope, registry_module):
             outs = backbone.eval()(torch.randn(1, 3, 64, 64))
         assert [tuple(o.shape) for o in outs] == [
             (1, 64, 16, 16), (1, 128, 8, 8), (1, 320, 4, 4), (1, 512, 2, 2)]
+    # SPM alone, for a user's own backbone: C -> C', half the resolution
+    spm = registry.build(dict(type='StepwisePatchMerging', in_channels=64, out_channels=128))
+    assert isinstance(spm, mmspm.StepwisePatchMerging)
+    with torch.no_grad():
+        assert tuple(spm.eval()(torch.randn(1, 64, 15, 20)).shape) == (1, 128, 8, 10)
     assert scope in mmspm.REGISTERED_IN
 
 

@@ -10,13 +10,6 @@ from mmspm.safe_load import load_file
 from tests.utils import reference_model
 
 
-@pytest.fixture(scope='module')
-def ref_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
-    torch.save({'model': reference_model('tiny').state_dict()}, path)
-    return path
-
-
 class Payload:
     """Unpickling this creates a file: what a malicious checkpoint would do."""
 

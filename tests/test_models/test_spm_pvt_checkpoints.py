@@ -16,19 +16,6 @@ from mmspm.safe_load import CheckpointError
 from tests.utils import ROOT, reference_model
 
 
-@pytest.fixture(scope='module')
-def ref_tiny():
-    torch.manual_seed(0)
-    return reference_model('tiny')
-
-
-@pytest.fixture(scope='module')
-def ref_file(ref_tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
-    torch.save({'model': ref_tiny.state_dict()}, path)
-    return path
-
-
 def dense_from(checkpoint) -> SPMPVT:
     model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
     model.init_weights()

@@ -29,19 +29,6 @@ def convert(src, dst, *extra, ok=True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope='module')
-def ref_tiny():
-    torch.manual_seed(0)
-    return reference_model('tiny')
-
-
-@pytest.fixture(scope='module')
-def ref_file(ref_tiny, tmp_path_factory):
-    path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
-    torch.save({'model': ref_tiny.state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize('arch', list(ARCHS))
 def test_conversion_round_trip(arch, tmp_path):
     from mmspm import SPMPVT
