@@ -8,7 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .models.spm_pvt import SPMPVT, detect_layout, is_pvt_v1, split_checkpoint
-from .safe_load import CheckpointError
+from .safe_load import CheckpointError, state_dict_of
 
 
 @HOOKS.register_module()
@@ -55,11 +55,7 @@ class ReferenceCheckpointHook(Hook):
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = checkpoint
-        for key in ('state_dict', 'model'):
-            if isinstance(checkpoint.get(key), dict):
-                state = checkpoint[key]
-                break
+        state = state_dict_of(checkpoint)
         if detect_layout(state) != 'reference':
             return
         if is_pvt_v1(state):

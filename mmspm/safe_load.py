@@ -148,21 +148,23 @@ def load_checkpoint(filename: str) -> dict:
         raise _refusal(filename, e) from e
 
 
-def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
-    """The state dict inside a checkpoint, tensors only, DDP prefix removed.
+def state_dict_of(checkpoint: dict) -> dict:
+    """The state dict inside a checkpoint: under ``state_dict`` (mmengine),
+    under ``model`` (the PVT and SPM authors' checkpoints) or at the top level."""
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
 
-    The state dict may sit at the top level or under ``state_dict`` /
-    ``model`` (the PVT and SPM authors' checkpoints).
-    """
+
+def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
+    """The state dict inside a checkpoint (:func:`state_dict_of`), tensors
+    only, DDP prefix removed."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'Expected a checkpoint dict, got '
                               f'{type(checkpoint).__name__}.')
-    for key in ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
     state = OrderedDict()
-    for k, v in checkpoint.items():
+    for k, v in state_dict_of(checkpoint).items():
         if not isinstance(v, Tensor):
             raise CheckpointError(f'Checkpoint entry {k!r} is a '
                                   f'{type(v).__name__}, not a tensor: this is '

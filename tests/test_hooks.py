@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmspm.safe_load import CheckpointError
-from tests.utils import ROOT
+from tests.utils import ROOT, assert_dense_equals_reference, reference_pvt_v1_state
 
 DET = 'configs/mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py'
 CLS = 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'
@@ -24,11 +24,6 @@ def runner_for(config: str, tmp_path, hooks=None) -> Runner:
     return Runner.from_cfg(cfg)
 
 
-def dense_outputs(backbone, x):
-    with torch.no_grad():
-        return backbone.eval()(x)
-
-
 def test_load_from_full_detector_and_raw_reference(ref_tiny, tmp_path):
     """Runner.load_checkpoint (what `load_from` and `mim test --checkpoint`
     run) with a full mmdet checkpoint and with a bare reference checkpoint
@@ -37,17 +32,13 @@ def test_load_from_full_detector_and_raw_reference(ref_tiny, tmp_path):
     torch.save({'model': ref_tiny.state_dict()}, ref_path)
     runner = runner_for(DET, tmp_path)
     runner.load_checkpoint(str(ref_path))
-    x = torch.randn(1, 3, 224, 224)
-    maps, _ = ref_tiny.forward_features(x)
-    for ours, theirs in zip(dense_outputs(runner.model.backbone, x)[:3], maps):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert_dense_equals_reference(runner.model.backbone.eval(), ref_tiny)
 
     full = tmp_path / 'det.pth'
     torch.save({'state_dict': runner.model.state_dict(), 'meta': {'epoch': 12}}, full)
     fresh = runner_for(DET, tmp_path / 'b')
     fresh.load_checkpoint(str(full))
-    for ours, theirs in zip(dense_outputs(fresh.model.backbone, x)[:3], maps):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert_dense_equals_reference(fresh.model.backbone.eval(), ref_tiny)
 
 
 def test_classifier_gets_the_reference_head(ref_tiny, tmp_path):
@@ -84,7 +75,6 @@ def test_reference_checkpoint_into_a_model_without_spmpvt(ref_tiny, tmp_path):
 def test_pvt_v1_checkpoint_is_refused_by_load_from(ref_tiny, tmp_path):
     """The authors' names with PVT's convolution patch embeddings: loading it
     whole would leave every SPM layer untrained."""
-    from tests.test_models.test_spm_pvt_checkpoints import reference_pvt_v1_state
     torch.save(reference_pvt_v1_state(ref_tiny), tmp_path / 'pvt_tiny.pth')
     runner = runner_for(DET, tmp_path)
     with pytest.raises(CheckpointError, match='from_pvt_v1=True'):

@@ -7,17 +7,7 @@ from mmengine.runner import load_checkpoint
 from mmspm import SPMPVT
 from mmspm.safe_load import CheckpointError, load_checkpoint as safe_load_checkpoint
 from mmspm.safe_load import load_file
-from tests.utils import reference_model
-
-
-class Payload:
-    """Unpickling this creates a file: what a malicious checkpoint would do."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
+from tests.utils import Payload, reference_model
 
 
 def test_pickle_payload_is_refused(tmp_path):

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: paths, subprocess runs, demo-run options and
-reference models."""
+"""Helpers shared by the tests: paths, subprocess runs, demo-run options,
+reference models and checkpoints built from them."""
 import os
 import os.path as osp
 import re
@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from mmspm import SPMPVT
 from mmspm.models.spm_pvt import split_checkpoint
 from mmspm.testing import RefSPMPVT
 
@@ -79,3 +80,42 @@ def reference_model(arch: str = 'tiny') -> RefSPMPVT:
 
 def backbone_state(ref: RefSPMPVT) -> dict:
     return split_checkpoint(ref.state_dict())[0]
+
+
+def dense_from(checkpoint) -> SPMPVT:
+    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+    model.init_weights()
+    return model.eval()
+
+
+def assert_dense_equals_reference(model: SPMPVT, ref, hw=(224, 224)):
+    x = torch.randn(1, 3, *hw)
+    with torch.no_grad():
+        maps, _ = ref.forward_features(x)
+        outs = model(x)
+    for ours, theirs in zip(outs[:3], maps):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def reference_pvt_v1_state(ref) -> dict:
+    """The official PVT v1 layout: the reference model's keys with 2x2
+    stride-2 convolutions (and LayerNorms) as stage 2-4 patch embeddings."""
+    state = {k: v for k, v in ref.state_dict().items()
+             if not k.startswith(('patch_embed2.', 'patch_embed3.', 'patch_embed4.'))}
+    dims = (64, 128, 320, 512)
+    for i in (2, 3, 4):
+        state[f'patch_embed{i}.proj.weight'] = torch.randn(dims[i - 1], dims[i - 2], 2, 2)
+        state[f'patch_embed{i}.proj.bias'] = torch.randn(dims[i - 1])
+        state[f'patch_embed{i}.norm.weight'] = torch.randn(dims[i - 1])
+        state[f'patch_embed{i}.norm.bias'] = torch.randn(dims[i - 1])
+    return state
+
+
+class Payload:
+    """Unpickling this creates a file: what a malicious checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))

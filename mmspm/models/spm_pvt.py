@@ -129,6 +129,8 @@ def arch_of(depths: tuple[int, ...]) -> Optional[str]:
 # the convolutions SPM replaces) and mmdet's PyramidVisionTransformer keys.
 _PVT_V1_KEY = re.compile(r'^(backbone\.)?(patch_embed[2-4]\.proj\.|layers\.[1-3]\.0\.projection\.)')
 _MMDET_PVT_KEY = re.compile(r'^layers\.(\d)\.(\d)\.(.*)$')
+# SPM-PVT's SPM layers: what it has instead of PVT v1's stage 2-4 embeddings.
+_SPM_KEY = re.compile(r'^patch_embeds\.[1-3]\.')
 _MMDET_PVT_BLOCK_RULES = [
     (re.compile(r'^attn\.attn\.out_proj\.'), 'attn.proj.'),
     (re.compile(r'^ffn\.layers\.0\.'), 'mlp.fc1.'),
@@ -160,7 +162,7 @@ def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
     for k, v in state.items():
         if (m := _MMDET_PVT_KEY.match(k)) is None:
             new = rename_reference_key(k)
-            if new is None or re.match(r'patch_embeds\.[1-3]\.', new):
+            if new is None or _SPM_KEY.match(new):
                 left_out.append(k)
             else:
                 out[new] = v
@@ -543,7 +545,7 @@ class SPMPVT(BaseModule):
                 f'from_pvt_v1 for SPM-PVT checkpoints.')
         backbone, left_out = convert_pvt_v1(state)
         missing, unexpected = self.load_state_dict(backbone, strict=False)
-        spm = [k for k in missing if re.match(r'patch_embeds\.[1-3]\.', k)]
+        spm = [k for k in missing if _SPM_KEY.match(k)]
         if len(spm) != len(missing) or unexpected:
             raise CheckpointError(
                 f'{filename!r} is not a PVT v1 checkpoint of this size: SPM-PVT '

@@ -1,8 +1,8 @@
 """SPMPVT's loading: every checkpoint layout, dense/cls adaptation, and the
 refusals of checkpoints that are not of this model."""
 import copy
-import re
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -13,22 +13,8 @@ from mmengine.runner import load_checkpoint
 from mmspm import SPMPVT
 from mmspm.models.spm_pvt import convert_reference
 from mmspm.safe_load import CheckpointError
-from tests.utils import ROOT, reference_model
-
-
-def dense_from(checkpoint) -> SPMPVT:
-    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
-    model.init_weights()
-    return model.eval()
-
-
-def assert_dense_equals_reference(model: SPMPVT, ref, hw=(224, 224)):
-    x = torch.randn(1, 3, *hw)
-    with torch.no_grad():
-        maps, _ = ref.forward_features(x)
-        outs = model(x)
-    for ours, theirs in zip(outs[:3], maps):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+from tests.utils import (ROOT, assert_dense_equals_reference, dense_from, reference_model,
+                         reference_pvt_v1_state)
 
 
 @pytest.mark.parametrize('wrap', ['top', 'model', 'state_dict'])
@@ -148,6 +134,10 @@ def test_position_embeddings_are_interpolated_on_load(ref_tiny, tmp_path):
     torch.testing.assert_close(model.pos_embeds[3].data, expected, rtol=0, atol=0)
 
 
+# The keys of the SPM layers, the only tensors PVT v1 does not have.
+SPM_PREFIXES = ('patch_embeds.1.', 'patch_embeds.2.', 'patch_embeds.3.')
+
+
 def mmdet_pvt(num_layers=(2, 2, 2, 2)):
     """mmdet's own PVT v1 with every tensor drawn at random (no init value can
     coincide with SPM-PVT's)."""
@@ -172,7 +162,7 @@ def assert_spm_layers_at_own_init(model: SPMPVT, seed=5, **kwargs):
     fresh = SPMPVT('tiny', **kwargs)
     fresh.init_weights()
     spm = {k: v for k, v in fresh.state_dict().items()
-           if k.startswith(('patch_embeds.1.', 'patch_embeds.2.', 'patch_embeds.3.'))}
+           if k.startswith(SPM_PREFIXES)}
     assert len(spm) == 90  # 3 SPM layers x 30 tensors (BN buffers included)
     ours = model.state_dict()
     for k, v in spm.items():
@@ -213,20 +203,6 @@ def test_pvt_v1_from_mmdet_initialises_all_but_spm(wrap, tmp_path):
     assert_spm_layers_at_own_init(model)
 
 
-def reference_pvt_v1_state(ref) -> dict:
-    """The official PVT v1 layout: the reference model's keys with 2x2
-    stride-2 convolutions (and LayerNorms) as stage 2-4 patch embeddings."""
-    state = {k: v for k, v in ref.state_dict().items()
-             if not k.startswith(('patch_embed2.', 'patch_embed3.', 'patch_embed4.'))}
-    dims = (64, 128, 320, 512)
-    for i in (2, 3, 4):
-        state[f'patch_embed{i}.proj.weight'] = torch.randn(dims[i - 1], dims[i - 2], 2, 2)
-        state[f'patch_embed{i}.proj.bias'] = torch.randn(dims[i - 1])
-        state[f'patch_embed{i}.norm.weight'] = torch.randn(dims[i - 1])
-        state[f'patch_embed{i}.norm.bias'] = torch.randn(dims[i - 1])
-    return state
-
-
 def test_pvt_v1_official_layout_into_a_classifier(ref_tiny, tmp_path):
     """The PVT release layout, cls token, final norm and the cls entry of the
     last position embedding included; the head is the classifier's, not the
@@ -236,8 +212,7 @@ def test_pvt_v1_official_layout_into_a_classifier(ref_tiny, tmp_path):
     model = from_pvt(tmp_path / 'pvt_tiny.pth', with_cls_token=True)
     ours = model.state_dict()
     ref_state = ref_tiny.state_dict()
-    shared = [k for k in ours if not k.startswith(('patch_embeds.1.', 'patch_embeds.2.',
-                                                   'patch_embeds.3.'))]
+    shared = [k for k in ours if not k.startswith(SPM_PREFIXES)]
     assert len(shared) == len(ours) - 90
     for k in shared:
         old = (k.replace('patch_embeds.0.', 'patch_embed1.').replace('stages.', 'block')
@@ -248,7 +223,7 @@ def test_pvt_v1_official_layout_into_a_classifier(ref_tiny, tmp_path):
     assert_spm_layers_at_own_init(model, with_cls_token=True)
 
 
-def test_pvt_v1_without_the_opt_in_fails_loudly(ref_tiny, tmp_path):
+def test_pvt_v1_without_the_opt_in_fails_loudly(ref_tiny, ref_file, tmp_path):
     torch.save(reference_pvt_v1_state(ref_tiny), tmp_path / 'pvt_tiny.pth')
     torch.save(mmdet_pvt().state_dict(), tmp_path / 'mmdet_pvt.pth')
     for name in ('pvt_tiny.pth', 'mmdet_pvt.pth'):
@@ -256,13 +231,7 @@ def test_pvt_v1_without_the_opt_in_fails_loudly(ref_tiny, tmp_path):
             dense_from(tmp_path / name)
     # the opt-in is for PVT v1 only, and for its own size
     with pytest.raises(CheckpointError, match='not a PVT v1 checkpoint'):
-        from_pvt(ref_file_of(ref_tiny, tmp_path))
+        from_pvt(ref_file)
     torch.save(mmdet_pvt((3, 4, 6, 3)).state_dict(), tmp_path / 'pvt_small.pth')
     with pytest.raises(CheckpointError, match=r'\(3, 4, 6, 3\) blocks per stage'):
         from_pvt(tmp_path / 'pvt_small.pth')
-
-
-def ref_file_of(ref, tmp_path):
-    path = tmp_path / 'spm_ref.pth'
-    torch.save(ref.state_dict(), path)
-    return path

@@ -12,10 +12,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 from mmspm.testing import ARCHS
-from tests.test_models.test_spm_pvt_checkpoints import (assert_dense_equals_reference,
-                                                        dense_from)
-from tests.test_safe_load import Payload
-from tests.utils import ROOT, metric, reference_model, run
+from tests.utils import (ROOT, Payload, assert_dense_equals_reference, dense_from, metric,
+                         reference_model, run)
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ import sys
 import torch
 
 from mmspm.models.spm_pvt import (ARCH_SETTINGS, SPMPVT, arch_of, check_shapes,
-                                  convert_reference, detect_layout, stage_depths)
+                                  convert_reference, detect_layout, split_checkpoint,
+                                  stage_depths)
 from mmspm.safe_load import CheckpointError, load_file, unwrap
 
 
@@ -38,8 +39,7 @@ def convert(src: str) -> tuple[dict, dict, str]:
                               f'nothing to convert.')
     out = {k: v.contiguous() for k, v in convert_reference(state).items()}
     mapping = dict(zip(state, out))
-    backbone = {k[len('backbone.'):]: v for k, v in out.items()
-                if k.startswith('backbone.')}
+    backbone = split_checkpoint(out)[0]
     arch = infer_arch(backbone)
     expected = SPMPVT(arch, with_cls_token=True).state_dict()
     missing = sorted(set(expected) - set(backbone))
