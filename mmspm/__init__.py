@@ -5,7 +5,7 @@ mmseg and mmpretrain, the hooks in mmengine's HOOKS, and mmengine's
 checkpoint types in torch's ``weights_only`` allow-list.
 """
 from .hooks import ReferenceCheckpointHook, RNGStateHook
-from .models import SPMPVT, StepwisePatchMerging
+from .models import SPMPVT, SPMPVTv2, SPMSwinTransformer, StepwisePatchMerging
 from .registry import REGISTERED_IN
 from .safe_load import register_safe_globals
 from .version import __version__
@@ -13,6 +13,6 @@ from .version import __version__
 register_safe_globals()
 
 __all__ = [
-    'SPMPVT', 'StepwisePatchMerging', 'RNGStateHook', 'ReferenceCheckpointHook',
-    'REGISTERED_IN', '__version__'
+    'SPMPVT', 'SPMSwinTransformer', 'SPMPVTv2', 'StepwisePatchMerging',
+    'RNGStateHook', 'ReferenceCheckpointHook', 'REGISTERED_IN', '__version__'
 ]

@@ -1,11 +1,17 @@
 """Training hooks."""
+import logging
+import random
 from collections import OrderedDict
+from typing import Optional
 
+import numpy as np
 import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 from .models.spm_pvt import SPMPVT, detect_layout, is_pvt_v1, split_checkpoint
 from .safe_load import CheckpointError, state_dict_of
@@ -13,31 +19,88 @@ from .safe_load import CheckpointError, state_dict_of
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Saves torch's random generator states in checkpoints and restores them
-    on ``--resume``, so a resumed run draws the same dropout and stochastic-
-    depth masks as an uninterrupted one.
+    """Saves every process's random generator states in checkpoints and gives
+    each process its own back on ``--resume``, so a resumed run makes the same
+    random draws (dropout and stochastic-depth masks, RoI sampling, data
+    augmentation) as an uninterrupted one.
 
-    mmengine reseeds on resume and replays the data pipeline (which uses
-    numpy's and Python's generators) to skip the batches already seen, but
-    torch's generator would restart from the seed. Nothing between loading
-    the checkpoint and the first resumed iteration draws from it.
+    mmengine reseeds every generator on resume. Nothing between loading the
+    checkpoint and the first resumed iteration draws from torch's, so those
+    are restored at once. The data pipeline draws from numpy's and Python's:
+    an iteration-based loop replays the batches already seen, which brings
+    them back by itself, but an epoch-based one does not, so they are restored
+    before its first epoch. Pipelines in worker processes draw from the
+    workers' own generators, which mmengine seeds when it starts them; they
+    resume exactly when the workers are not persistent (restarted, and so
+    reseeded, every epoch anyway).
+
+    The processes' states differ (``randomness.diff_rank_seed``, or images of
+    other sizes drawing other numbers of dropout values), but mmengine saves
+    checkpoints from rank 0 alone. So with several processes the states are
+    gathered after every training iteration and epoch, before
+    ``CheckpointHook`` (priority ``VERY_LOW``) may save: one collective of a
+    few kilobytes per iteration.
     """
 
-    priority = 'VERY_LOW'
+    priority = 'LOW'
+
+    def __init__(self) -> None:
+        self._gathered: Optional[list] = None
+        self._pipeline_states: Optional[dict] = None
+
+    @staticmethod
+    def _own_states() -> dict:
+        # Tensors, tuples and numbers only: checkpoints are read with
+        # weights_only=True.
+        keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+        states = dict(torch=torch.get_rng_state(), random=random.getstate(),
+                      numpy=(torch.from_numpy(keys.astype(np.int64)), int(pos),
+                             int(has_gauss), float(gauss)))
+        if torch.cuda.is_available():
+            states['cuda'] = torch.cuda.get_rng_state()
+        return states
+
+    def _gather(self) -> None:
+        if get_world_size() > 1:
+            self._gathered = all_gather_object(self._own_states())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        self._gather()
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = {'torch': torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state['cuda'] = torch.cuda.get_rng_state()
-        checkpoint.setdefault('meta', {})['torch_rng_state'] = state
+        checkpoint.setdefault('meta', {})['rng_states'] = (
+            self._gathered or [self._own_states()])
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = checkpoint.get('meta', {}).get('torch_rng_state')
-        if state is None:
+        saved = checkpoint.get('meta', {}).get('rng_states')
+        if not saved:
             return
-        torch.set_rng_state(state['torch'])
-        if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state['cuda'])
+        rank, world_size = get_rank(), get_world_size()
+        if len(saved) != world_size:
+            print_log(f'RNGStateHook: the checkpoint holds the random generator '
+                      f'states of {len(saved)} processes, this run has '
+                      f'{world_size}: process r takes those of process '
+                      f'r % {len(saved)}, so random draws will differ from an '
+                      f'uninterrupted run.', logger='current', level=logging.WARNING)
+        states = saved[rank % len(saved)]
+        torch.set_rng_state(states['torch'])
+        if 'cuda' in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states['cuda'])
+        self._pipeline_states = states
+
+    def before_train_epoch(self, runner) -> None:
+        if (self._pipeline_states is None
+                or isinstance(runner.train_loop, IterBasedTrainLoop)):
+            return
+        keys, pos, has_gauss, gauss = self._pipeline_states['numpy']
+        np.random.set_state(('MT19937', keys.numpy().astype(np.uint32), pos,
+                             has_gauss, gauss))
+        random.setstate(self._pipeline_states['random'])
+        self._pipeline_states = None
 
 
 @HOOKS.register_module()

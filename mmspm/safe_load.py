@@ -171,3 +171,17 @@ def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
                                   f'not a state dict.')
         state[k[len('module.'):] if k.startswith('module.') else k] = v
     return state
+
+
+def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
+    """Every checkpoint tensor under ``prefix`` that the model (its state dict
+    ``own``) has must have the model's shape."""
+    for k, v in state.items():
+        if k.startswith(prefix) and k[len(prefix):] in own:
+            shape = own[k[len(prefix):]].shape
+            if v.shape != shape:
+                raise CheckpointError(
+                    f'Checkpoint tensor {k!r} has shape {tuple(v.shape)} but '
+                    f'the model expects {tuple(shape)}: the checkpoint is of '
+                    f'another architecture or size (check the model\'s '
+                    f'arguments, e.g. `arch`).')

@@ -16,6 +16,12 @@ import mmspm
 from tests.utils import ROOT
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
+# SPM on mmdet's Swin and PVTv2: each SPM config is its baseline's with the
+# backbone type changed (the imagenet ones have no baseline config).
+PLUGINS = {'swin-t': ('SwinTransformer', 'SPMSwinTransformer'),
+           'pvtv2-b1': ('PyramidVisionTransformerV2', 'SPMPVTv2')}
+PLUGIN_CONFIGS = [c for c in CONFIGS if any(f'_{p}_' in c or f'spm-{p}_' in c for p in PLUGINS)]
+PVT_CONFIGS = [c for c in CONFIGS if c not in PLUGIN_CONFIGS]
 ARCHS = dict(t='tiny', s='small', m='medium', l='large')
 PVT_DEPTHS = dict(t=[2, 2, 2, 2], s=[3, 4, 6, 3], m=[3, 4, 18, 3], l=[3, 8, 27, 3])
 
@@ -32,9 +38,14 @@ def test_expected_configs_exist():
             assert f'mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py' in names
             assert f'semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py' in names
         assert f'imagenet/spm-pvt-{s}_8xb128_in1k.py' in names
+    for p in PLUGINS:
+        for prefix in ('spm-', ''):
+            assert f'mask_rcnn/mask-rcnn_{prefix}{p}_fpn_1x_coco.py' in names
+            assert f'semantic_fpn/fpn_{prefix}{p}_8xb2-40k_ade20k-512x512.py' in names
+        assert f'imagenet/spm-{p}_8xb128_in1k.py' in names
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
+@pytest.mark.parametrize('path', PVT_CONFIGS, ids=lambda p: osp.basename(p))
 def test_config_builds_with_recipe(path):
     cfg = Config.fromfile(path)
     name = osp.basename(path)
@@ -84,6 +95,39 @@ def test_config_builds_with_recipe(path):
         assert any(s.type == 'CosineAnnealingLR' for s in cfg.param_scheduler)
         assert [t for t in cfg.val_dataloader.dataset.pipeline
                 if t.type == 'CenterCrop'][0].crop_size == 224
+
+
+@pytest.mark.parametrize('path', PLUGIN_CONFIGS, ids=lambda p: osp.basename(p))
+def test_plugin_config_builds_with_its_baselines_recipe(path):
+    cfg = Config.fromfile(path)
+    name = osp.basename(path)
+    plugin = [p for p in PLUGINS if p in name][0]
+    upstream, ours = PLUGINS[plugin]
+    model = build(cfg, cfg.model)
+    assert type(model.backbone).__name__ == (ours if 'spm-' in name else upstream)
+    if cfg.default_scope == 'mmpretrain':
+        assert tuple(cfg.model.backbone.out_indices) == (3, )
+        assert cfg.model.neck.type == 'GlobalAveragePooling'
+        optimizer = cfg.optim_wrapper.optimizer
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-3, 0.05)
+        assert cfg.train_cfg.max_epochs == 300
+        return
+    if 'spm-' in name:  # the baseline's recipe, to the letter
+        baseline = Config.fromfile(path.replace('spm-', '')).to_dict()
+        mine = Config.fromfile(path).to_dict()  # building changed cfg.model
+        assert mine['model']['backbone'].pop('type') == ours
+        assert baseline['model']['backbone'].pop('type').split('.')[-1] == upstream
+        for d in (mine, baseline):
+            d.pop('filename', None)
+        assert mine == baseline
+    if plugin == 'swin-t' and cfg.default_scope == 'mmdet':
+        # mmdet's mask-rcnn_swin-t-p4-w7_fpn_1x_coco recipe
+        optimizer = cfg.optim_wrapper.optimizer
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
+        assert cfg.model.backbone.drop_path_rate == 0.2
+    assert cfg.model.neck.in_channels == dict(
+        swin=[96, 192, 384, 768], pvtv2=[64, 128, 320, 512])[plugin.split('-')[0]]
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'
 
 
 def _demo_config(task: str, demo_data) -> Config:
@@ -136,6 +180,8 @@ def _step(model, train_batch, val_batch):
 @pytest.mark.parametrize('config', [
     'mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py',
     'mask_rcnn/mask-rcnn_pvt-t_fpn_1x_coco.py',
+    'mask_rcnn/mask-rcnn_spm-swin-t_fpn_1x_coco.py',
+    'mask_rcnn/mask-rcnn_spm-pvtv2-b1_fpn_1x_coco.py',
 ])
 def test_detector_steps(config, demo_data):
     data_cfg = _demo_config('det', demo_data)
@@ -162,6 +208,8 @@ def test_detector_steps(config, demo_data):
 @pytest.mark.parametrize('config', [
     'semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py',
     'semantic_fpn/fpn_pvt-t_8xb2-40k_ade20k-512x512.py',
+    'semantic_fpn/fpn_spm-swin-t_8xb2-40k_ade20k-512x512.py',
+    'semantic_fpn/fpn_spm-pvtv2-b1_8xb2-40k_ade20k-512x512.py',
 ])
 def test_segmentor_steps(config, demo_data):
     data_cfg = _demo_config('seg', demo_data)
@@ -179,9 +227,10 @@ def test_segmentor_steps(config, demo_data):
 
 
 @pytest.mark.slow
-def test_classifier_steps():
+@pytest.mark.parametrize('config', ['spm-pvt-t', 'spm-swin-t', 'spm-pvtv2-b1'])
+def test_classifier_steps(config):
     from mmpretrain.structures import DataSample
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
+    cfg = Config.fromfile(osp.join(ROOT, f'configs/imagenet/{config}_8xb128_in1k.py'))
     # The Runner takes the top-level data_preprocessor the same way.
     model = build(cfg, dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
     images = [torch.randint(0, 256, (3, 97, 113), dtype=torch.uint8) for _ in range(2)]

@@ -1,6 +1,7 @@
 """The package as installed: `mim search` lists the models of every metafile,
 and the tools run from a copy of tools/ and configs/ with no tests/ beside
 them (as under mmspm/.mim in a wheel)."""
+import json
 import os.path as osp
 import shutil
 import sys
@@ -44,5 +45,9 @@ def test_tools_run_without_the_repository(tmp_path):
               '--what', 'backbones', '--archs', 't', cwd=tmp_path)
     assert 'SPM-PVT-T' in out and '14.03' in out, out
     out = run(sys.executable, str(tmp_path / 'tools/analysis/benchmark.py'),
-              '--worker', 'spm-naive', '--repeat', '1', cwd=tmp_path)
-    assert '"time"' in out, out
+              '--worker', 'spm-naive:64:128:100:168', '--repeat', '2', cwd=tmp_path)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result['min'] <= result['time'] <= result['max'], result
+    # The step's own peak above the built model: at least the input's gradient
+    # and the saved 2x64x100x168 float32 activations (8 MiB each).
+    assert result['peak_mb'] > 16, result

@@ -1,7 +1,11 @@
-from .spm import GuidedLocalEnhancement, MultiScaleAggregation, StepwisePatchMerging
+from .spm import (GuidedLocalEnhancement, MultiScaleAggregation, StepwisePatchMerging,
+                  TokenStepwisePatchMerging)
 from .spm_pvt import ARCH_SETTINGS, SPMPVT
+from .spm_pvtv2 import SPMPVTv2
+from .spm_swin import SPMSwinTransformer
 
 __all__ = [
     'MultiScaleAggregation', 'GuidedLocalEnhancement', 'StepwisePatchMerging',
-    'SPMPVT', 'ARCH_SETTINGS'
+    'TokenStepwisePatchMerging', 'SPMPVT', 'SPMSwinTransformer', 'SPMPVTv2',
+    'ARCH_SETTINGS'
 ]

@@ -20,11 +20,14 @@ on the bottom or right border attends to itself and to those of its four
 pixels that lie inside the map (missing pixels are masked, not zero-filled),
 so every size ``H, W >= 1`` is defined and even sizes equal the reference.
 """
+import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 # MSA's depth-wise kernel per head; the reference names its convolutions
 # local_conv_{3,5,7,9}.
@@ -208,3 +211,45 @@ class StepwisePatchMerging(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.gle(self.msa(x))
+
+
+class TokenStepwisePatchMerging(StepwisePatchMerging):
+    """:class:`StepwisePatchMerging` with the token interface of mmcv's
+    ``PatchMerging`` and ``PatchEmbed``, to take their place in a transformer
+    backbone with the same parameters as :class:`StepwisePatchMerging`.
+
+    ``forward(x, hw_shape)`` takes tokens ``(B, H*W, in_channels)`` and their
+    ``(H, W)`` (as ``PatchMerging``), or without ``hw_shape`` an NCHW map (as
+    ``PatchEmbed``); it returns tokens ``(B, H'*W', out_channels)`` and
+    ``(H', W') = (ceil(H/2), ceil(W/2))``. Tokens are read and written as
+    channels-last maps, so neither conversion copies.
+    """
+
+    def forward(self, x: Tensor,
+                hw_shape: Optional[Sequence[int]] = None) -> tuple[Tensor, tuple[int, int]]:
+        if hw_shape is not None:
+            B, L, C = x.shape
+            H, W = hw_shape
+            if L != H * W:
+                raise ValueError(f'{type(self).__name__}: {L} tokens do not '
+                                 f'make a {H}x{W} map.')
+            x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+        x = super().forward(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+def reference_init(module: nn.Module) -> None:
+    """The SPM reference's initialisation of every layer in ``module``:
+    Linear weights truncated normal (std 0.02), convolutions normal with std
+    ``sqrt(2 / fan_out)``, biases zero, norm layers weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            nn.init.zeros_(m.bias)

@@ -4,7 +4,6 @@ Beside the model: the authors' checkpoint key layout and its conversion to
 mmspm's (pure functions on state dicts), and the backbone's own adaptation
 and checks of every state dict loaded into it (:meth:`SPMPVT._prepare_state`).
 """
-import math
 import re
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence, Union
@@ -18,8 +17,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..safe_load import CheckpointError, load_checkpoint, unwrap
-from .spm import KERNEL_SIZES, StepwisePatchMerging
+from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from .spm import KERNEL_SIZES, StepwisePatchMerging, reference_init
 
 # Fields shared by all archs; depths differ (docs/reference_model.md).
 _PVT_V1 = dict(
@@ -187,19 +186,6 @@ def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
         else:
             left_out.append(k)
     return out, left_out
-
-
-def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
-    """Every checkpoint tensor under ``prefix`` that the model (its state dict
-    ``own``) has must have the model's shape."""
-    for k, v in state.items():
-        if k.startswith(prefix) and k[len(prefix):] in own:
-            shape = own[k[len(prefix):]].shape
-            if v.shape != shape:
-                raise CheckpointError(
-                    f'Checkpoint tensor {k!r} has shape {tuple(v.shape)} but '
-                    f'the model expects {tuple(shape)}: the checkpoint is of '
-                    f'another architecture (check `arch`).')
 
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -569,17 +555,7 @@ class SPMPVT(BaseModule):
         pretrained = (self.init_cfg or {}).get('type') == 'Pretrained'
         if not pretrained:
             super().init_weights()
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
+        reference_init(self)
         for pos in self.pos_embeds:
             trunc_normal_(pos, std=.02)
         if self.with_cls_token:

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from tests.utils import DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run, seg_options
+from tests.utils import BIN, DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run, seg_options
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,21 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def dist(script: str, *args: str) -> str:
-    env = dict(os.environ, PORT=free_port(), PYTHON=sys.executable)
-    proc = subprocess.run(['bash', script, *args], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
+def launch_env() -> dict:
+    """For tools/dist_*.sh: a free port each, and .venv's python."""
+    return dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}', PORT=free_port(),
+                PYTHON=sys.executable)
+
+
+def launch(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=launch_env())
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{script} {" ".join(args)} failed:\n{out[-4000:]}'
+    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{out[-4000:]}'
     return out
+
+
+def dist(script: str, *args: str) -> str:
+    return launch(['bash', script, *args])
 
 
 def test_dist_train_detection_two_processes(demo_data, tmp_path):
@@ -61,45 +69,79 @@ def test_dist_test_matches_single_process(seg_checkpoint, demo_data, tmp_path):
         assert metric(double, name) == metric(single, name), name
 
 
-def deterministic_options(demo_data, iters: int) -> list[str]:
-    return seg_options(demo_data, iters) + [
-        'randomness.seed=0', 'randomness.deterministic=True',
-        'default_hooks.checkpoint.interval=4',
-        'default_hooks.checkpoint.max_keep_ckpts=100', 'train_cfg.val_interval=1000']
+def train_command(config: str, processes: int, work_dir, *args: str) -> list[str]:
+    launch = ([sys.executable, 'tools/train.py', config] if processes == 1 else
+              ['bash', 'tools/dist_train.sh', config, str(processes)])
+    return launch + ['--work-dir', str(work_dir), *args]
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(demo_data, tmp_path):
-    """With dropout (decode head) and drop path (backbone) active: bitwise
-    equal thanks to RNGStateHook."""
-    iters = 12
-    straight = tmp_path / 'straight'
-    run(sys.executable, 'tools/train.py', SEG_CONFIG, '--work-dir', str(straight),
-        *deterministic_options(demo_data, iters))
-
-    killed = tmp_path / 'killed'
-    cmd = [sys.executable, 'tools/train.py', SEG_CONFIG, '--work-dir', str(killed),
-           *deterministic_options(demo_data, iters)]
+def kill_after_checkpoint(cmd: list[str], work_dir, name: str) -> None:
+    """Start a training run and SIGKILL all its processes as soon as checkpoint
+    ``name`` is complete (CheckpointHook names it in ``last_checkpoint`` once
+    it is written)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not osp.isfile(killed / 'iter_4.pth') and time.time() < deadline:
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=launch_env())
+    last = work_dir / 'last_checkpoint'
+    deadline = time.time() + 600
+    while not (last.is_file() and last.read_text().endswith(name)):
         assert proc.poll() is None, 'training ended before it could be killed'
-        time.sleep(0.2)
-    time.sleep(1.0)  # let it write the checkpoint completely... and go on
+        assert time.time() < deadline, f'{name} not written in 10 minutes'
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not osp.isfile(killed / f'iter_{iters}.pth'), 'killed too late'
-    before = {p: os.path.getsize(killed / p) for p in os.listdir(killed)
-              if p.endswith('.pth')}
 
-    out = run(sys.executable, 'tools/train.py', SEG_CONFIG, '--work-dir', str(killed),
-              '--resume', *deterministic_options(demo_data, iters))
-    assert re.search(r'resumed|Load checkpoint from', out, re.IGNORECASE)
-    for name, size in before.items():  # nothing written before is lost
+
+def assert_kill_and_resume_reproduces(tmp_path, config: str, processes: int,
+                                      options: list[str], kill_at: str, last: str) -> None:
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    launch(train_command(config, processes, straight, *options))
+    kill_after_checkpoint(train_command(config, processes, killed, *options), killed, kill_at)
+    assert not osp.isfile(killed / last), 'killed too late'
+    before = sorted(p for p in os.listdir(killed) if p.endswith('.pth'))
+
+    out = launch(train_command(config, processes, killed, '--resume', *options))
+    assert re.search(rf'resumed .*{re.escape(kill_at)}|Load checkpoint from .*{re.escape(kill_at)}',
+                     out, re.IGNORECASE), out[-3000:]
+    for name in before:  # nothing written before is lost
         assert osp.isfile(killed / name), name
-    expected = torch.load(straight / f'iter_{iters}.pth')['state_dict']
-    resumed = torch.load(killed / f'iter_{iters}.pth')['state_dict']
+    expected = torch.load(straight / last)['state_dict']
+    resumed = torch.load(killed / last)['state_dict']
     assert expected.keys() == resumed.keys()
     for k in expected:
         torch.testing.assert_close(resumed[k], expected[k], rtol=0, atol=0, msg=k)
 
+
+DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True',
+                 'default_hooks.checkpoint.max_keep_ckpts=100']
+
+
+def seg_resume_options(demo_data) -> list[str]:
+    return seg_options(demo_data, 12) + DETERMINISTIC + [
+        'default_hooks.checkpoint.interval=4', 'train_cfg.val_interval=1000']
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(demo_data, tmp_path):
+    """Iteration-based mmseg run with dropout (decode head) and drop path
+    (backbone) active: bitwise equal thanks to RNGStateHook."""
+    assert_kill_and_resume_reproduces(tmp_path, SEG_CONFIG, 1, seg_resume_options(demo_data),
+                                      'iter_4.pth', 'iter_12.pth')
+
+
+def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(demo_data, tmp_path):
+    """Two processes with different generator states (diff_rank_seed): each
+    must get its own back, rank 0's on both would draw other masks on rank 1."""
+    options = seg_resume_options(demo_data) + ['randomness.diff_rank_seed=True']
+    assert_kill_and_resume_reproduces(tmp_path, SEG_CONFIG, 2, options,
+                                      'iter_4.pth', 'iter_12.pth')
+
+
+def test_epoch_based_mask_rcnn_sigkill_then_resume_gives_the_uninterrupted_weights(
+        demo_data, tmp_path):
+    """mmdet's epoch-based loop does not replay the data pipeline on resume:
+    the random flips (numpy), RoI sampling and drop path (torch) of epochs 2
+    and 3 must still be those of the uninterrupted run."""
+    options = det_options(demo_data, 3) + DETERMINISTIC + [
+        'default_hooks.checkpoint.interval=1', 'train_cfg.val_interval=100']
+    assert_kill_and_resume_reproduces(tmp_path, DET_CONFIG, 1, options,
+                                      'epoch_1.pth', 'epoch_3.pth')

@@ -1,24 +1,29 @@
 """Speed and peak memory: mmspm's SPM vs the naive reference SPM vs PVT.
 
 Every row is timed in this run and reported as a ratio against its baseline
-measured in the same run. Each measurement runs in a fresh subprocess so its
-peak memory (the rise of the process's peak RSS on CPU, the CUDA allocator's
-peak on a GPU) is its own.
+measured in the same run. Each variant runs in a fresh subprocess; its peak
+memory is the rise above what the process held once the model and inputs were
+built, read from a high-water mark reset just before the first step (the
+kernel's peak RSS on CPU, the CUDA allocator's peak on a GPU).
 
 Usage:
     python tools/analysis/benchmark.py [--device cpu|cuda] [--sections spm backbone model]
         [--repeat N] [--threads T]
 
 Sections:
-  spm       StepwisePatchMerging forward+backward, batch 2, 64 -> 128 channels,
-            200x336 (stage 2 of a 800x1344 detection input): mmspm vs naive.
+  spm       StepwisePatchMerging forward+backward at SPM-PVT-T's three SPM
+            layers for a batch of 2 800x1344 detection inputs (64 -> 128 at
+            200x336, 128 -> 320 at 100x168, 320 -> 512 at 50x84), mmspm vs
+            naive, both given channels-last input as inside the backbone.
   backbone  Backbone forward+backward at 224x224, 512x512 and 800x1344 (the
-            padded 800x1333 detection input): SPM-PVT-T (mmspm), SPM-PVT-T with
-            the naive SPM layers, mmdet's PVT-T.
+            padded 800x1333 detection input, batch 2 as in the spm rows):
+            SPM-PVT-T (mmspm), SPM-PVT-T with the naive SPM layers, mmdet's
+            PVT-T.
   model     One training step (loss + backward) of Mask R-CNN at 800x1333 and
             Semantic FPN at 512x512, SPM-PVT-T vs PVT-T.
 """
 import argparse
+import gc
 import json
 import os
 import os.path as osp
@@ -30,12 +35,13 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 CASES = {
-    'spm': [
-        ('SPM 64->128, 2x64x200x336', 'spm-naive', 'spm-mmspm'),
-    ],
+    'spm': [(f'SPM {c}->{o}, 2x{c}x{h}x{w}', f'spm-naive:{c}:{o}:{h}:{w}',
+             f'spm-mmspm:{c}:{o}:{h}:{w}')
+            for c, o, h, w in ((64, 128, 200, 336), (128, 320, 100, 168),
+                               (320, 512, 50, 84))],
     'backbone': [(f'backbone {h}x{w}, batch {b}', f'pvt:{b}:{h}:{w}',
                   f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
-                 for b, h, w in ((8, 224, 224), (2, 512, 512), (1, 800, 1344))],
+                 for b, h, w in ((8, 224, 224), (2, 512, 512), (2, 800, 1344))],
     'model': [
         ('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
         ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt'),
@@ -48,7 +54,14 @@ def _rss_mb(field: str) -> float:
         for line in f:
             if line.startswith(field):
                 return int(line.split()[1]) / 1024
-    return 0.0
+    raise RuntimeError(f'{field} not in /proc/self/status: peak memory needs Linux.')
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs sets the process's VmHWM back to its VmRSS
+    # (Linux >= 4.0), so the peak read later is the step's, not the imports'.
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
 
 
 def build_case(name: str, device: str):
@@ -60,15 +73,20 @@ def build_case(name: str, device: str):
     if kind in ('spm-naive', 'spm-mmspm'):
         from mmspm.models import StepwisePatchMerging
         from mmspm.testing import RefSPM
-        layer = (RefSPM if kind == 'spm-naive' else StepwisePatchMerging)(64, 128)
+        c, o, h, w = (int(a) for a in args)
+        layer = (RefSPM if kind == 'spm-naive' else StepwisePatchMerging)(c, o)
         layer.to(device).train()
-        x = torch.randn(2, 64, 200, 336, device=device)
-        if kind == 'spm-mmspm':  # what the backbone hands it: channels-last memory
-            x = x.contiguous(memory_format=torch.channels_last)
+        # What the backbone hands either layer: its tokens as channels-last maps.
+        x = torch.randn(2, c, h, w, device=device).contiguous(
+            memory_format=torch.channels_last)
+
+        # The gradient the backbone hands back: a dense channels-last map (a
+        # sum's expanded zero-stride gradient would take other kernels).
+        grad = torch.randn_like(layer(x)).contiguous(memory_format=torch.channels_last)
 
         def step():
             inp = x.detach().requires_grad_()
-            layer(inp).sum().backward()
+            layer(inp).backward(grad)
         return step
 
     if kind in ('pvt', 'spm-pvt', 'spm-pvt-naive'):
@@ -143,10 +161,12 @@ def worker(name: str, device: str, repeat: int) -> dict:
     import torch
     step = build_case(name, device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    gc.collect()
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        _reset_peak_rss()
         base = _rss_mb('VmRSS')
     step()  # warm-up; its peak is the peak of a step
     sync()
@@ -158,7 +178,8 @@ def worker(name: str, device: str, repeat: int) -> dict:
         step()
         sync()
         times.append(time.perf_counter() - start)
-    return dict(time=statistics.median(times), peak_mb=peak)
+    return dict(time=statistics.median(times), min=min(times), max=max(times),
+                peak_mb=peak)
 
 
 def measure(name: str, args) -> dict:
@@ -193,16 +214,18 @@ def main() -> None:
     import torch
     machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
                f'CPU, {os.cpu_count()} cores, torch {torch.__version__}')
-    print(f'device: {machine}; median of {args.repeat} steps after a warm-up; '
-          f'ratios are against the first row of each group, measured in this run\n')
-    print('| case | variant | time per step (s) | speed-up | peak memory (MiB) | memory ratio |')
-    print('|---|---|---|---|---|---|')
+    print(f'device: {machine}; {args.repeat} steps after a warm-up; speed-ups are '
+          f'of medians, against the first row of each group, measured in this run\n')
+    print('| case | variant | median time per step (s) | min-max (s) | speed-up '
+          '| peak memory (MiB) | memory ratio |')
+    print('|---|---|---|---|---|---|---|')
     for section in args.sections:
         for title, baseline, *others in CASES[section]:
             base = measure(baseline, args)
             for variant in (baseline, *others):
                 r = base if variant == baseline else measure(variant, args)
                 print(f'| {title} | {label(variant)} | {r["time"]:.3f} | '
+                      f'{r["min"]:.3f}-{r["max"]:.3f} | '
                       f'{base["time"] / r["time"]:.2f}x | {r["peak_mb"]:.0f} | '
                       f'{r["peak_mb"] / max(base["peak_mb"], 1e-9):.2f} |', flush=True)
 

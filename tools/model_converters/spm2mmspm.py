@@ -15,10 +15,9 @@ import sys
 
 import torch
 
-from mmspm.models.spm_pvt import (ARCH_SETTINGS, SPMPVT, arch_of, check_shapes,
-                                  convert_reference, detect_layout, split_checkpoint,
-                                  stage_depths)
-from mmspm.safe_load import CheckpointError, load_file, unwrap
+from mmspm.models.spm_pvt import (ARCH_SETTINGS, SPMPVT, arch_of, convert_reference,
+                                  detect_layout, split_checkpoint, stage_depths)
+from mmspm.safe_load import CheckpointError, check_shapes, load_file, unwrap
 
 
 def infer_arch(backbone: dict) -> str:
