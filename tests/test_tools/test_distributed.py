@@ -1,5 +1,6 @@
 """Multi-process training/testing through mmengine's 'pytorch' launcher (gloo
 on a CPU), and a run killed with SIGKILL that resumes to the same weights."""
+import glob
 import os
 import os.path as osp
 import re
@@ -75,6 +76,23 @@ def train_command(config: str, processes: int, work_dir, *args: str) -> list[str
     return launch + ['--work-dir', str(work_dir), *args]
 
 
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob('/proc/[0-9]*/stat'):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.split('/')[2]))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 def kill_after_checkpoint(cmd: list[str], work_dir, name: str) -> None:
     """Start a training run and SIGKILL all its processes as soon as checkpoint
     ``name`` is complete (CheckpointHook names it in ``last_checkpoint`` once
@@ -88,7 +106,13 @@ def kill_after_checkpoint(cmd: list[str], work_dir, name: str) -> None:
         assert proc.poll() is None, 'training ended before it could be killed'
         assert time.time() < deadline, f'{name} not written in 10 minutes'
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # torchrun starts its workers in sessions of their own: kill the whole
+    # tree, as a machine that goes down would.
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
 
 
@@ -102,7 +126,8 @@ def assert_kill_and_resume_reproduces(tmp_path, config: str, processes: int,
 
     out = launch(train_command(config, processes, killed, '--resume', *options))
     assert re.search(rf'resumed .*{re.escape(kill_at)}|Load checkpoint from .*{re.escape(kill_at)}',
-                     out, re.IGNORECASE), out[-3000:]
+                     out, re.IGNORECASE), '\n'.join(
+        line for line in out.splitlines() if re.search('checkpoint|resum', line, re.I))
     for name in before:  # nothing written before is lost
         assert osp.isfile(killed / name), name
     expected = torch.load(straight / last)['state_dict']
