@@ -7,7 +7,7 @@ built, read from a high-water mark reset just before the first step (the
 kernel's peak RSS on CPU, the CUDA allocator's peak on a GPU).
 
 Usage:
-    python tools/analysis/benchmark.py [--device cpu|cuda] [--sections spm backbone model]
+    python tools/analysis/benchmark.py [--device cpu|cuda] [--sections spm backbone plugins model]
         [--repeat N] [--threads T]
 
 Sections:
@@ -19,6 +19,8 @@ Sections:
             padded 800x1333 detection input, batch 2 as in the spm rows):
             SPM-PVT-T (mmspm), SPM-PVT-T with the naive SPM layers, mmdet's
             PVT-T.
+  plugins   Backbone forward+backward at 2x3x512x512: mmdet's Swin-T and
+            PVTv2-B1, and the same with SPM (SPMSwinTransformer, SPMPVTv2).
   model     One training step (loss + backward) of Mask R-CNN at 800x1333 and
             Semantic FPN at 512x512, SPM-PVT-T vs PVT-T.
 """
@@ -42,6 +44,9 @@ CASES = {
     'backbone': [(f'backbone {h}x{w}, batch {b}', f'pvt:{b}:{h}:{w}',
                   f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
                  for b, h, w in ((8, 224, 224), (2, 512, 512), (2, 800, 1344))],
+    'plugins': [(f'{name} backbone 512x512, batch 2', f'{kind}:2:512:512',
+                 f'spm-{kind}:2:512:512') for name, kind in (('Swin-T', 'swin'),
+                                                              ('PVTv2-B1', 'pvtv2'))],
     'model': [
         ('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
         ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt'),
@@ -89,7 +94,7 @@ def build_case(name: str, device: str):
             layer(inp).backward(grad)
         return step
 
-    if kind in ('pvt', 'spm-pvt', 'spm-pvt-naive'):
+    if kind in ('pvt', 'spm-pvt', 'spm-pvt-naive', *PLUGIN_BACKBONES):
         b, h, w = (int(a) for a in args)
         backbone = _backbone(kind, device)
         x = torch.randn(b, 3, h, w, device=device)
@@ -103,6 +108,14 @@ def build_case(name: str, device: str):
     raise ValueError(name)
 
 
+PLUGIN_BACKBONES = {
+    'swin': dict(type='SwinTransformer'),
+    'spm-swin': dict(type='SPMSwinTransformer'),
+    'pvtv2': dict(type='PyramidVisionTransformerV2', embed_dims=64, num_layers=[2, 2, 2, 2]),
+    'spm-pvtv2': dict(type='SPMPVTv2', embed_dims=64, num_layers=[2, 2, 2, 2]),
+}
+
+
 def _backbone(kind: str, device: str):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
@@ -110,13 +123,16 @@ def _backbone(kind: str, device: str):
     import mmspm  # noqa: F401  (registers SPMPVT)
     from mmspm.testing import use_naive_spm
     init_default_scope('mmdet')
-    if kind == 'pvt':
+    if kind in PLUGIN_BACKBONES:
+        model = MODELS.build(PLUGIN_BACKBONES[kind])
+    elif kind == 'pvt':
         model = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
     else:
         model = MODELS.build(dict(type='SPMPVT', arch='tiny'))
         if kind == 'spm-pvt-naive':
             use_naive_spm(model)
-    return model.to(device).train()
+    model.to(device).train()  # not chained: mmdet's SwinTransformer.train() returns None
+    return model
 
 
 def _model_step(kind: str, backbone: str, device: str):

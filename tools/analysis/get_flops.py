@@ -1,13 +1,16 @@
 """Parameters and FLOPs in the paper's format (FLOPs = multiply-adds, as PVT).
 
 Usage:
-    python tools/analysis/get_flops.py [--what backbones models] [--archs t s m l]
+    python tools/analysis/get_flops.py [--what backbones models plugins] [--archs t s m l]
 
 backbones: the ImageNet classifiers (configs/imagenet, 1000-class head) at
     224x224: SPM-PVT as mmspm computes it, and the same model with the naive
     reference SPM layers (what the authors' code executes); mmdet's PVT v1
     dense backbones for reference.
 models: Mask R-CNN at 800x1280 and Semantic FPN at 512x512, SPM-PVT vs PVT.
+plugins: SPM on mmdet's Swin-T and PVTv2-B1 next to those backbones: dense
+    backbones at 224x224, Mask R-CNN and Semantic FPN as above, and the SPM
+    ImageNet classifiers.
 """
 import argparse
 import os.path as osp
@@ -83,30 +86,64 @@ def backbones(sizes) -> None:
               f'{count(spm, (x, )):.2f} |')
 
 
+def det_row(config: str, label: str) -> str:
+    from mmdet.testing import demo_mm_inputs
+    det = build(config)
+    data = det.data_preprocessor(demo_mm_inputs(1, [[3, 800, 1280]], num_items=[1]), False)
+    det.forward = partial(det.forward, data_samples=data['data_samples'], mode='tensor')
+    return (f'| Mask R-CNN {label} | 800x1280 | {params(det):.2f} | '
+            f'{count(det, (data["inputs"], )):.1f} |')
+
+
+def seg_row(config: str, label: str) -> str:
+    seg = build(config)
+    seg.forward = partial(seg.forward, mode='tensor')
+    return (f'| Semantic FPN {label} | 512x512 | {params(seg):.2f} | '
+            f'{count(seg, (torch.randn(1, 3, 512, 512), )):.1f} |')
+
+
 def models(sizes) -> None:
     print('| model | input | Params (M) | FLOPs (G) |')
     print('|---|---|---|---|')
     for s in sizes:
         for prefix in ('pvt', 'spm-pvt'):
-            det = build(f'configs/mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py')
-            from mmdet.testing import demo_mm_inputs
-            data = det.data_preprocessor(
-                demo_mm_inputs(1, [[3, 800, 1280]], num_items=[1]), False)
-            det.forward = partial(det.forward, data_samples=data['data_samples'],
-                                  mode='tensor')
-            print(f'| Mask R-CNN {prefix.upper()}-{s.upper()} | 800x1280 | '
-                  f'{params(det):.2f} | {count(det, (data["inputs"], )):.1f} |')
-            seg = build(f'configs/semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py')
-            seg.forward = partial(seg.forward, mode='tensor')
-            x = torch.randn(1, 3, 512, 512)
-            print(f'| Semantic FPN {prefix.upper()}-{s.upper()} | 512x512 | '
-                  f'{params(seg):.2f} | {count(seg, (x, )):.1f} |')
+            label = f'{prefix.upper()}-{s.upper()}'
+            print(det_row(f'configs/mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py', label))
+            print(seg_row(f'configs/semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py',
+                          label))
+
+
+PLUGINS = dict(swin=('Swin-T', 'swin-t', 'SwinTransformer', 'SPMSwinTransformer', {}),
+               pvtv2=('PVTv2-B1', 'pvtv2-b1', 'PyramidVisionTransformerV2', 'SPMPVTv2',
+                      dict(embed_dims=64, num_layers=[2, 2, 2, 2])))
+
+
+def plugins() -> None:
+    from mmdet.registry import MODELS
+    print('| model | input | Params (M) | FLOPs (G) |')
+    print('|---|---|---|---|')
+    x = torch.randn(1, 3, 224, 224)
+    for name, config, upstream, ours, kwargs in PLUGINS.values():
+        init_default_scope('mmdet')
+        for label, kind in ((name, upstream), (f'SPM-{name}', ours)):
+            model = MODELS.build(dict(type=kind, **kwargs))
+            model.eval()  # not chained: mmdet's SwinTransformer.eval() returns None
+            print(f'| {label} dense backbone | 224x224 | {params(model):.2f} | '
+                  f'{count(model, (x, )):.2f} |')
+        for prefix, label in (('', name), ('spm-', f'SPM-{name}')):
+            print(det_row(f'configs/mask_rcnn/mask-rcnn_{prefix}{config}_fpn_1x_coco.py', label))
+            print(seg_row(f'configs/semantic_fpn/fpn_{prefix}{config}_8xb2-40k_ade20k-512x512.py',
+                          label))
+        cls = build(f'configs/imagenet/spm-{config}_8xb128_in1k.py')
+        cls.forward = partial(cls.forward, mode='tensor')
+        print(f'| SPM-{name} classifier | 224x224 | {params(cls):.2f} | '
+              f'{count(cls, (x, )):.2f} |')
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--what', nargs='+', default=['backbones', 'models'],
-                        choices=['backbones', 'models'])
+    parser.add_argument('--what', nargs='+', default=['backbones', 'models', 'plugins'],
+                        choices=['backbones', 'models', 'plugins'])
     parser.add_argument('--archs', nargs='+', default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
     with torch.no_grad():
@@ -115,6 +152,9 @@ def main() -> None:
             print()
         if 'models' in args.what:
             models(args.archs)
+            print()
+        if 'plugins' in args.what:
+            plugins()
 
 
 if __name__ == '__main__':
