@@ -5,7 +5,7 @@ checkpoints with only the SPM layers left at init.
 """
 import re
 from collections import OrderedDict
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Sequence
 
 from mmengine.logging import print_log
 from torch import Tensor
@@ -25,6 +25,16 @@ class SPMPluginMixin:
 
     spm_key: ClassVar[re.Pattern]
     optional_key: ClassVar[Optional[re.Pattern]] = None
+
+    def _spm_for(self, stride: Sequence[int], in_channels: int,
+                 out_channels: int) -> TokenStepwisePatchMerging:
+        """The SPM layer for an upstream downsampling layer of this ``stride``
+        (as built from the upstream ``strides``), which must halve as SPM does."""
+        if tuple(stride) != (2, 2):
+            raise ValueError(f'{type(self).__name__}: SPM halves the resolution, '
+                             f'so strides[1:] must be 2; a layer it would replace '
+                             f'has stride {tuple(stride)}.')
+        return TokenStepwisePatchMerging(in_channels, out_channels)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         # mmpretrain's necks take tuples only; the upstream forward returns a list.

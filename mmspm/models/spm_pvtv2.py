@@ -1,17 +1,12 @@
 """SPM-PVTv2: mmdet's PVTv2 with Stepwise Patch Merging in place of the
 overlapping patch embeddings of stages 2-4."""
-import inspect
 import re
 from collections import OrderedDict
 
-from mmdet.models.backbones.pvt import (PyramidVisionTransformer,
-                                        PyramidVisionTransformerV2, pvt_convert)
+from mmdet.models.backbones.pvt import PyramidVisionTransformerV2, pvt_convert
 from torch import Tensor
 
-from .spm import TokenStepwisePatchMerging
 from .spm_plugin import SPMPluginMixin
-
-_STRIDES = inspect.signature(PyramidVisionTransformer).parameters['strides'].default
 
 
 class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
@@ -34,13 +29,9 @@ class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        strides = kwargs.get('strides', _STRIDES)
-        if any(s != 2 for s in strides[1:]):
-            raise ValueError(f'SPMPVTv2: SPM halves the resolution, so '
-                             f'strides[1:] must be 2, got {tuple(strides)}.')
         for layer in self.layers[1:]:
             embed = layer[0].projection
-            layer[0] = TokenStepwisePatchMerging(embed.in_channels, embed.out_channels)
+            layer[0] = self._spm_for(embed.stride, embed.in_channels, embed.out_channels)
 
     def _to_model_layout(self, state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
         if any(k.startswith('patch_embed1.') for k in state):

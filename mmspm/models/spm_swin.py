@@ -1,16 +1,12 @@
 """SPM-Swin: mmdet's Swin Transformer with Stepwise Patch Merging in place of
 its patch merging between stages."""
-import inspect
 import re
 from collections import OrderedDict
 
 from mmdet.models.backbones.swin import SwinTransformer, swin_converter
 from torch import Tensor
 
-from .spm import TokenStepwisePatchMerging
 from .spm_plugin import SPMPluginMixin
-
-_STRIDES = inspect.signature(SwinTransformer).parameters['strides'].default
 
 
 class SPMSwinTransformer(SPMPluginMixin, SwinTransformer):
@@ -35,15 +31,11 @@ class SPMSwinTransformer(SPMPluginMixin, SwinTransformer):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        strides = kwargs.get('strides', _STRIDES)
-        if any(s != 2 for s in strides[1:]):
-            raise ValueError(f'SPMSwinTransformer: SPM halves the resolution, so '
-                             f'strides[1:] must be 2, got {tuple(strides)}.')
         for stage in self.stages:
-            if stage.downsample is not None:
-                merge = stage.downsample
-                stage.downsample = TokenStepwisePatchMerging(merge.in_channels,
-                                                             merge.out_channels)
+            merge = stage.downsample
+            if merge is not None:
+                stage.downsample = self._spm_for(merge.sampler.stride, merge.in_channels,
+                                                 merge.out_channels)
 
     def _to_model_layout(self, state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
         if 'patch_embed.proj.weight' not in state:

@@ -94,7 +94,7 @@ def build_case(name: str, device: str):
             layer(inp).backward(grad)
         return step
 
-    if kind in ('pvt', 'spm-pvt', 'spm-pvt-naive', *PLUGIN_BACKBONES):
+    if kind in BACKBONES or kind == 'spm-pvt-naive':
         b, h, w = (int(a) for a in args)
         backbone = _backbone(kind, device)
         x = torch.randn(b, 3, h, w, device=device)
@@ -108,7 +108,9 @@ def build_case(name: str, device: str):
     raise ValueError(name)
 
 
-PLUGIN_BACKBONES = {
+BACKBONES = {
+    'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
+    'spm-pvt': dict(type='SPMPVT', arch='tiny'),
     'swin': dict(type='SwinTransformer'),
     'spm-swin': dict(type='SPMSwinTransformer'),
     'pvtv2': dict(type='PyramidVisionTransformerV2', embed_dims=64, num_layers=[2, 2, 2, 2]),
@@ -123,14 +125,10 @@ def _backbone(kind: str, device: str):
     import mmspm  # noqa: F401  (registers SPMPVT)
     from mmspm.testing import use_naive_spm
     init_default_scope('mmdet')
-    if kind in PLUGIN_BACKBONES:
-        model = MODELS.build(PLUGIN_BACKBONES[kind])
-    elif kind == 'pvt':
-        model = MODELS.build(dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]))
-    else:
-        model = MODELS.build(dict(type='SPMPVT', arch='tiny'))
-        if kind == 'spm-pvt-naive':
-            use_naive_spm(model)
+    # spm-pvt-naive: SPM-PVT-T with the naive SPM layers, same weights.
+    model = MODELS.build(BACKBONES[kind.replace('-naive', '')])
+    if kind == 'spm-pvt-naive':
+        use_naive_spm(model)
     model.to(device).train()  # not chained: mmdet's SwinTransformer.train() returns None
     return model
 
