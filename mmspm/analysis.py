@@ -1,0 +1,269 @@
+"""What the analysis tools measure in a backbone, model-agnostic where it can be.
+
+- :func:`backbone_token` / :func:`display_name`: a config's backbone as the
+  paper names it (``spm-pvt-t`` / ``SPM-PVT-T``), the key that
+  ``tools/analysis/collect_results.py`` matches runs with the metafiles by.
+- :func:`build_backbone`: a config's backbone returning every stage as an NCHW
+  map, with the weights of any checkpoint mmspm reads (safely).
+- :func:`load_image`: an image as the config's data preprocessor feeds it.
+- :func:`effective_receptive_field` and :func:`contribution_square`: the
+  effective receptive field of Luo et al. (2016) as the paper shows it.
+- :func:`attention_probs`: the attention weights of one PVT block.
+"""
+import importlib
+import inspect
+import os.path as osp
+from collections import OrderedDict
+from typing import Callable, Iterable, Optional
+
+import mmcv
+import numpy as np
+import torch
+from mmdet.models.backbones import PyramidVisionTransformer
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from torch import Tensor, nn
+
+from .models import SPMPVT
+from .safe_load import CheckpointError, load_checkpoint, unwrap
+
+# Sizes by (embed_dims, blocks per stage), as their papers name them.
+_PVT_SIZES = {(2, 2, 2, 2): 't', (3, 4, 6, 3): 's', (3, 4, 18, 3): 'm', (3, 8, 27, 3): 'l'}
+_PVTV2_SIZES = {(32, (2, 2, 2, 2)): 'b0', (64, (2, 2, 2, 2)): 'b1',
+                (64, (3, 4, 6, 3)): 'b2', (64, (3, 4, 18, 3)): 'b3',
+                (64, (3, 8, 27, 3)): 'b4', (64, (3, 6, 40, 3)): 'b5'}
+_SWIN_SIZES = {(96, (2, 2, 6, 2)): 't', (96, (2, 2, 18, 2)): 's',
+               (128, (2, 2, 18, 2)): 'b', (192, (2, 2, 18, 2)): 'l'}
+_WORDS = {'spm': 'SPM', 'pvt': 'PVT', 'pvtv2': 'PVTv2', 'swin': 'Swin'}
+
+
+def _arguments(cfg: dict) -> dict:
+    """The backbone's arguments: the config's over the class's defaults."""
+    from mmdet.registry import MODELS  # every backbone mmspm names is registered there
+    cls = MODELS.get(cfg['type'])
+    if cls is None:
+        return dict(cfg)
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **cfg}
+
+
+def backbone_token(cfg: dict) -> str:
+    """The OpenMMLab config-name token of a backbone config, e.g. ``spm-pvt-t``,
+    ``pvtv2-b1``, ``swin-t``; the type name (lower case) when it is no size
+    of SPM-PVT, PVT, PVTv2 or Swin."""
+    kind = cfg['type'].split('.')[-1]
+    args = _arguments(cfg)
+    if kind == 'SPMPVT':
+        arch = args.get('arch', 'tiny')
+        depths = tuple(arch['depths']) if isinstance(arch, dict) else None
+        size = _PVT_SIZES.get(depths, '?') if depths else arch[0].lower()
+        return f'spm-pvt-{size}'
+    spm = 'spm-' if kind.startswith('SPM') else ''
+    kind = kind[3:] if spm else kind
+    if kind == 'PyramidVisionTransformer':
+        return f'{spm}pvt-{_PVT_SIZES.get(tuple(args["num_layers"]), "?")}'
+    if kind in ('PyramidVisionTransformerV2', 'PVTv2'):
+        key = (args['embed_dims'], tuple(args['num_layers']))
+        return f'{spm}pvtv2-{_PVTV2_SIZES.get(key, "?")}'
+    if kind in ('SwinTransformer', 'Swin'):
+        key = (args['embed_dims'], tuple(args['depths']))
+        return f'{spm}swin-{_SWIN_SIZES.get(key, "?")}'
+    return (spm + kind).lower()
+
+
+def display_name(token: str) -> str:
+    """``spm-pvt-t`` -> ``SPM-PVT-T``, ``pvtv2-b1`` -> ``PVTv2-B1``."""
+    return '-'.join(_WORDS.get(w, w.upper()) for w in token.split('-'))
+
+
+def _model_dict(cfg: Config) -> dict:
+    """The model config as the Runner builds it: mmpretrain configs keep the
+    data preprocessor at the top level."""
+    model = cfg.model.copy()
+    if 'data_preprocessor' not in model and cfg.get('data_preprocessor'):
+        model['data_preprocessor'] = cfg.data_preprocessor
+    return model
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The config's whole model, built in the config's scope (no weights loaded)."""
+    init_default_scope(cfg.default_scope)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry')
+    return registry.MODELS.build(_model_dict(cfg))
+
+
+def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
+    """The config's backbone in eval mode, every stage returned as an NCHW map
+    (SPM-PVT classifiers are built dense; their cls token is not used).
+
+    Weights: the backbone's own initialisation when ``checkpoint`` is None,
+    otherwise the checkpoint's backbone tensors (a classifier, detector or
+    segmentor checkpoint, a bare backbone state dict, or any layout the
+    backbone's ``load_pretrained`` reads), read without unpickling code.
+    """
+    backbone_cfg = dict(cfg.model.backbone, init_cfg=None, out_indices=(0, 1, 2, 3))
+    if backbone_cfg['type'].split('.')[-1] == 'SPMPVT':
+        backbone_cfg['with_cls_token'] = False
+    init_default_scope(cfg.default_scope)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry')
+    backbone = registry.MODELS.build(backbone_cfg)
+    # Without a log file, init_weights prints a line per tensor; a tool wants none.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        backbone.init_weights()
+    finally:
+        logger.setLevel(level)
+    if checkpoint is not None:
+        if hasattr(backbone, 'load_pretrained'):  # SPM backbones: every layout they know
+            backbone.load_pretrained(checkpoint)
+        else:
+            state = unwrap(load_checkpoint(checkpoint))
+            if any(k.startswith('backbone.') for k in state):
+                state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
+                                    if k.startswith('backbone.'))
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f'{checkpoint!r} does not fit the backbone of the config '
+                    f'({backbone_cfg["type"]}): missing {missing[:6]}, unexpected '
+                    f'{unexpected[:6]}; pass the checkpoint trained with this config.')
+    return backbone.eval()
+
+
+def normalisation(cfg: Config) -> tuple[list[float], list[float], bool]:
+    """(mean, std, rgb) of the config's data preprocessor; rgb says whether the
+    model sees RGB (``bgr_to_rgb``/``to_rgb``) rather than BGR."""
+    pre = _model_dict(cfg).get('data_preprocessor') or {}
+    mean = list(pre.get('mean', (123.675, 116.28, 103.53)))
+    std = list(pre.get('std', (58.395, 57.12, 57.375)))
+    return mean, std, bool(pre.get('bgr_to_rgb', pre.get('to_rgb', True)))
+
+
+def load_image(path: str, size: tuple[int, int], cfg: Config) -> tuple[np.ndarray, Tensor]:
+    """The image at ``path`` resized to ``size`` (h, w): as RGB uint8 for
+    drawing, and as the model's normalised ``(1, 3, h, w)`` input."""
+    rgb = mmcv.imresize(mmcv.imread(path, channel_order='rgb'), size[::-1])
+    mean, std, model_rgb = normalisation(cfg)
+    x = torch.from_numpy(rgb if model_rgb else rgb[..., ::-1].copy()).float()
+    x = (x - torch.tensor(mean)) / torch.tensor(std)
+    return rgb, x.permute(2, 0, 1)[None].contiguous()
+
+
+def effective_receptive_field(stage: Callable[[Tensor], Tensor],
+                              images: Iterable[Tensor]) -> np.ndarray:
+    """Luo et al.'s effective receptive field: the absolute gradient of the
+    centre of ``stage(x)`` (an NCHW map, summed over its channels) with
+    respect to the input, summed over the input channels and over
+    ``images`` (each ``(1, C, H, W)``, all of one size). ``(H, W)``, float64."""
+    total = None
+    for x in images:
+        x = x.detach().clone().requires_grad_(True)
+        out = stage(x)
+        centre = out[:, :, out.shape[2] // 2, out.shape[3] // 2].sum()
+        grad, = torch.autograd.grad(centre, x)
+        contribution = grad.abs().sum((0, 1)).double().numpy()
+        total = contribution if total is None else total + contribution
+    if total is None:
+        raise ValueError('effective_receptive_field needs at least one image.')
+    return total
+
+
+def contribution_square(erf: np.ndarray, fraction: float) -> int:
+    """Side (pixels) of the smallest square centred on the map's centre that
+    holds ``fraction`` of the total contribution (RepLKNet's measure of an
+    ERF's size; odd sides, cut at the map's border)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f'fraction must be in (0, 1], got {fraction}.')
+    h, w = erf.shape
+    total = erf.sum()
+    cy, cx = h // 2, w // 2
+    for r in range(max(h, w)):
+        inside = erf[max(cy - r, 0):cy + r + 1, max(cx - r, 0):cx + r + 1].sum()
+        if inside >= fraction * total * (1 - 1e-12):
+            return 2 * r + 1
+    return 2 * max(h, w) - 1
+
+
+def attention_module(backbone: nn.Module, stage: int, block: int) -> nn.Module:
+    """The attention of ``block`` in ``stage`` (both from 0) of SPM-PVT, or of
+    mmdet's PVT / PVTv2 (and SPM-PVTv2)."""
+    if isinstance(backbone, SPMPVT):
+        blocks = backbone.stages[stage]
+    elif isinstance(backbone, PyramidVisionTransformer):
+        # mmdet: (patch embedding, [position embedding,] blocks, norm) per stage
+        blocks = [m for m in backbone.layers[stage][1] if hasattr(m, 'attn')]
+    else:
+        raise ValueError(f'{type(backbone).__name__} has no PVT attention; the '
+                         f'attention maps are for SPM-PVT, PVT and PVTv2 backbones.')
+    if not 0 <= block < len(blocks):
+        raise ValueError(f'stage {stage + 1} has {len(blocks)} blocks; block '
+                         f'{block + 1} does not exist.')
+    return blocks[block].attn
+
+
+def attention_probs(backbone: nn.Module, image: Tensor, stage: int,
+                    block: int) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
+    """The attention weights of ``block`` in ``stage`` (both from 0) for
+    ``image`` ``(1, 3, H, W)``: ``(heads, queries, keys)`` (every row sums to
+    1), the (h, w) grid of the queries and that of the keys.
+
+    The queries and keys are the ones the forward pass computes, taken by
+    hooks, so padding and spatial reduction are the model's own.
+    """
+    attn = attention_module(backbone, stage, block)
+    mha = getattr(attn, 'attn', None)  # mmdet's: torch's MultiheadAttention inside
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            seen[name] = out
+        return hook
+
+    def keep_grid(module, args, out):
+        seen['grid'] = tuple(out.shape[2:])
+
+    hooks = [attn.register_forward_pre_hook(lambda m, args: seen.update(hw=tuple(args[1])))]
+    if attn.sr_ratio > 1:
+        hooks.append(attn.sr.register_forward_hook(keep_grid))
+    if isinstance(mha, nn.MultiheadAttention):
+        hooks.append(mha.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.update(q=kwargs['query'], k=kwargs['key']),
+            with_kwargs=True))
+    else:
+        hooks += [attn.q.register_forward_hook(keep('q')),
+                  attn.kv.register_forward_hook(keep('kv'))]
+    try:
+        with torch.no_grad():
+            backbone(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        if isinstance(mha, nn.MultiheadAttention):  # (tokens, batch, channels)
+            _, probs = mha(seen['q'], seen['k'], seen['k'], need_weights=True,
+                           average_attn_weights=False)
+        else:  # SPM-PVT: softmax(q k^T / sqrt(d)), q and k as its forward made them
+            h = attn.num_heads
+            q = seen['q'].unflatten(-1, (h, -1)).transpose(1, 2)
+            k = seen['kv'].unflatten(-1, (2, h, -1))[..., 0, :, :].transpose(1, 2)
+            probs = (q @ k.transpose(-2, -1) * q.shape[-1]**-0.5).softmax(-1)
+    return probs[0], seen['hw'], seen.get('grid', seen['hw'])
+
+
+def load_models(specs: Iterable[list[str]]) -> list[tuple[str, Config, nn.Module]]:
+    """``[CONFIG]`` or ``[CONFIG, CHECKPOINT]`` lists (the tools' ``--model``
+    arguments) as (label, config, backbone from :func:`build_backbone`)."""
+    models = []
+    for spec in specs:
+        if len(spec) not in (1, 2):
+            raise SystemExit(f'--model takes CONFIG [CHECKPOINT], got {spec}.')
+        cfg = Config.fromfile(spec[0])
+        checkpoint = spec[1] if len(spec) == 2 else None
+        name = display_name(backbone_token(cfg.model.backbone))
+        label = f'{name} ({osp.basename(checkpoint) if checkpoint else "untrained"})'
+        models.append((label, cfg, build_backbone(cfg, checkpoint)))
+    return models
