@@ -1,33 +1,18 @@
 """Multi-process training/testing through mmengine's 'pytorch' launcher (gloo
 on a CPU), and a run killed with SIGKILL that resumes to the same weights."""
-import glob
 import os
 import os.path as osp
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.utils import BIN, DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run, seg_options
+from tests.utils import (DET_CONFIG, ROOT, SEG_CONFIG, det_options, kill_after_checkpoint,
+                         launch_env, metric, run, seg_options)
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
-
-
-def launch_env() -> dict:
-    """For tools/dist_*.sh: a free port each, and .venv's python."""
-    return dict(os.environ, PATH=f'{BIN}:{os.environ["PATH"]}', PORT=free_port(),
-                PYTHON=sys.executable)
 
 
 def launch(cmd: list[str]) -> str:
@@ -74,46 +59,6 @@ def train_command(config: str, processes: int, work_dir, *args: str) -> list[str
     launch = ([sys.executable, 'tools/train.py', config] if processes == 1 else
               ['bash', 'tools/dist_train.sh', config, str(processes)])
     return launch + ['--work-dir', str(work_dir), *args]
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in glob.glob('/proc/[0-9]*/stat'):
-        try:
-            with open(stat) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.split('/')[2]))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def kill_after_checkpoint(cmd: list[str], work_dir, name: str) -> None:
-    """Start a training run and SIGKILL all its processes as soon as checkpoint
-    ``name`` is complete (CheckpointHook names it in ``last_checkpoint`` once
-    it is written)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=launch_env())
-    last = work_dir / 'last_checkpoint'
-    deadline = time.time() + 600
-    while not (last.is_file() and last.read_text().endswith(name)):
-        assert proc.poll() is None, 'training ended before it could be killed'
-        assert time.time() < deadline, f'{name} not written in 10 minutes'
-        time.sleep(0.1)
-    # torchrun starts its workers in sessions of their own: kill the whole
-    # tree, as a machine that goes down would.
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
 
 
 def assert_kill_and_resume_reproduces(tmp_path, config: str, processes: int,
