@@ -1,40 +1,66 @@
 # `make test` and `make demo` install the pinned stack into .venv when it is
 # missing or when requirements/ or setup.py changed; otherwise they start at once.
+#
+# Install modes (README, "Installing"):
+#   make install WHEELHOUSE=DIR  only from the wheels in DIR, no index (`make wheelhouse WHEELHOUSE=DIR` makes them)
+#   make install OWN_TORCH=1     keep the torch/torchvision of $(PYTHON)'s environment
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mmspm-installed
-PIN := -c requirements/torch.txt
 # Parallel compile jobs for mmcv's ops: one per core plus one to cover I/O.
 MAX_JOBS ?= $(shell echo $$(( $$(nproc) + 1 )))
+WHEELHOUSE ?=
+OWN_TORCH ?=
+SOURCE := $(if $(WHEELHOUSE),--no-index --find-links $(abspath $(WHEELHOUSE)))
+ifeq ($(OWN_TORCH),1)
+VENV_FLAGS := --system-site-packages
+PIN := -c $(VENV)/torch-constraints.txt
+TORCH_REQS :=
+else
+PIN := -c requirements/torch.txt
+TORCH_REQS := -r requirements/torch.txt
+endif
+# mmcv 2.1.0 has no wheel for this Python/torch: it is built with its ops (CUDA
+# ops only where a GPU and nvcc exist, otherwise RoIAlign fails on the GPU).
+# ninja (from requirements/build.txt, on PATH) compiles MAX_JOBS files at a
+# time; -g0 drops the debug information Python's own CFLAGS ask for (same code,
+# a quicker build and a smaller library).
+MMCV_BUILD := if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; fi; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1
 
-.PHONY: install test demo benchmark clean-demo
+.PHONY: install wheelhouse test demo benchmark
 
 install: $(STAMP)
 
-$(STAMP): $(wildcard requirements/*.txt) setup.py
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -r requirements/build.txt
-	$(PIP) install -q -r requirements/torch.txt
-	@# mmcv has no wheel for this Python/torch: build it with its ops (CUDA ops
-	@# only where a GPU and nvcc exist, otherwise RoIAlign fails on the GPU).
-	@# ninja (from requirements/build.txt, on PATH) compiles MAX_JOBS files at a
-	@# time; -g0 drops the debug information Python's own CFLAGS ask for (same
-	@# code, a quicker build and a smaller library).
-	@if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; \
-	else echo "mmcv: no GPU/nvcc, building CPU ops (about 8 minutes the first time)"; fi; \
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1 \
-	  $(PIP) install -q --no-build-isolation $(PIN) -r requirements/mmcv.txt
-	$(PIP) install -q $(PIN) -r requirements/openmmlab.txt -r requirements/tests.txt
-	$(PIP) install -q --no-build-isolation --no-deps -e .
+$(STAMP): $(wildcard requirements/*) setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PIP) install -q $(SOURCE) -r requirements/build.txt
+	$(if $(filter 1,$(OWN_TORCH)),$(PY) requirements/check_torch.py > $(VENV)/torch-constraints.txt)
+	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r requirements/runtime.txt
+	@# From WHEELHOUSE: its mmcv wheel. Otherwise built from source (about 8
+	@# minutes on 2 cores the first time; pip caches the wheel).
+	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) --no-build-isolation $(PIN) -r requirements/mmcv.txt
+	@$(PY) -c 'import mmcv.ops' 2>/dev/null || { echo "mmcv's ops do not load with this torch: the mmcv wheel was built for another torch/CUDA. Make the wheelhouse with the same torch (make wheelhouse), or install without WHEELHOUSE to build mmcv here."; exit 1; }
+	$(PIP) install -q $(SOURCE) $(PIN) -r requirements/openmmlab.txt -r requirements/tests.txt
+	$(PIP) install -q $(SOURCE) --no-build-isolation --no-deps -e .
 	@# `mim search` (and mim's other package lookups) expect the package at
 	@# site-packages/mmspm, which an editable install does not create: link it
 	@# to the source tree, as `setup.py develop` used to.
 	ln -sfn "$(CURDIR)/mmspm" "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mmspm"
 	@touch $@
+
+# Every wheel the stack needs for this Python, torch and CUDA, mmcv as the
+# wheel built by the install (from pip's cache; rebuilt if it is not there).
+wheelhouse: install
+	@test -n "$(WHEELHOUSE)" || { echo "say where: make wheelhouse WHEELHOUSE=DIR"; exit 1; }
+	$(PIP) wheel -q -w $(WHEELHOUSE) $(PIN) -r requirements/build.txt $(TORCH_REQS) \
+	  -r requirements/runtime.txt -r requirements/openmmlab.txt -r requirements/tests.txt
+	$(MMCV_BUILD) $(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) $(PIN) -r requirements/mmcv.txt
+	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $$($(PY) -c 'import sys, torch; print(f"Python {sys.version_info[0]}.{sys.version_info[1]}, torch {torch.__version__}, CUDA {torch.version.cuda}")'); install with: make install WHEELHOUSE=$(WHEELHOUSE)"
 
 test: install
 	$(PY) -m pytest -q tests

@@ -61,6 +61,20 @@ if __name__ == '__main__':
         package_data={'mmspm': ['.mim/configs/**/*', '.mim/tools/**/*',
                                 '.mim/model-index.yml']},
         python_requires='>=3.9',
+        # The runtime needs; requirements/ pins the tested versions (make install).
+        install_requires=[
+            'torch>=2.4',  # weights_only loading with an allow-list
+            'mmengine>=0.10.7,<1.0',
+            'mmcv>=2.0.0,<2.2.0',  # with its ops; mmdet 3.3 refuses 2.2
+            'mmdet>=3.3.0,<3.4.0',  # SPMSwinTransformer/SPMPVTv2 extend its backbones
+            'numpy',
+            'safetensors',
+        ],
+        extras_require={
+            'seg': ['mmsegmentation>=1.2.2,<1.3'],
+            'cls': ['mmpretrain>=1.2.0,<1.3'],
+            'tests': ['pytest>=7'],
+        },
         license='Apache License 2.0',
         zip_safe=False,
     )

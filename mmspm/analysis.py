@@ -1,7 +1,8 @@
 """What the analysis tools measure in a backbone, model-agnostic where it can be.
 
 - :func:`backbone_token` / :func:`display_name`: a config's backbone as the
-  paper names it (``spm-pvt-t`` / ``SPM-PVT-T``), the key that
+  paper names it (``spm-pvt-t`` / ``SPM-PVT-T``); with :func:`name_token`
+  (the same from a config's name), the key that
   ``tools/analysis/collect_results.py`` matches runs with the metafiles by.
 - :func:`build_backbone`: a config's backbone returning every stage as an NCHW
   map, with the weights of any checkpoint mmspm reads (safely).
@@ -71,6 +72,13 @@ def backbone_token(cfg: dict) -> str:
         key = (args['embed_dims'], tuple(args['depths']))
         return f'{spm}swin-{_SWIN_SIZES.get(key, "?")}'
     return (spm + kind).lower()
+
+
+def name_token(config_name: str) -> str:
+    """The backbone token of a config named in OpenMMLab's convention:
+    ``mask-rcnn_<backbone>_fpn_...``, ``fpn_<backbone>_...``, ``<backbone>_...``."""
+    parts = config_name.split('_')
+    return parts[1] if parts[0] in ('mask-rcnn', 'fpn') else parts[0]
 
 
 def display_name(token: str) -> str:

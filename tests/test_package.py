@@ -51,3 +51,31 @@ def test_tools_run_without_the_repository(tmp_path):
     # The step's own peak above the built model: at least the input's gradient
     # and the saved 2x64x100x168 float32 activations (8 MiB each).
     assert result['peak_mb'] > 16, result
+
+
+def test_install_requires_hold_for_the_pinned_stack():
+    """setup.py's runtime requirements (as installed metadata) are met by the
+    stack requirements/ pins: neither contradicts the other."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+    needs = [Requirement(r) for r in requires('mmspm')]
+    core = [r for r in needs if r.marker is None]
+    assert {r.name for r in core} >= {'torch', 'mmengine', 'mmcv', 'mmdet'}
+    for requirement in needs:
+        extra = requirement.marker is not None
+        if extra and requirement.name == 'pytest':
+            continue
+        assert requirement.specifier.contains(version(requirement.name), prereleases=True), \
+            (str(requirement), version(requirement.name))
+
+
+def test_metafile_names_carry_their_backbone():
+    """collect_results.py matches runs with the metafiles' numbers by the
+    backbone token of the model name; it must be the config's backbone."""
+    from mmengine.config import Config
+
+    from mmspm.analysis import backbone_token, name_token
+    for name, model in metafile_models().items():
+        cfg = Config.fromfile(osp.join(ROOT, model['Config']), import_custom_modules=False)
+        assert backbone_token(cfg.model.backbone) == name_token(name), name

@@ -7,7 +7,12 @@
    initialised from that classifier through ``model.backbone.init_cfg``, and
    tests them (CocoMetric bbox+segm, IoUMetric).
 4. Draws predictions of a few validation images beside their ground truth
-   (tools/analysis/show_predictions.py).
+   (tools/analysis/show_predictions.py), and the paper's two figures for
+   untrained PVT-T and SPM-PVT-T and the trained classifier: effective
+   receptive fields (tools/analysis/erf.py) and stage-2 attention maps
+   (tools/analysis/attention_map.py).
+5. Collects the test results in the paper's table layout
+   (tools/analysis/collect_results.py).
 
 Every step is the real tool in a subprocess (tools/train.py, tools/test.py),
 its output in a log. Prints a results table and writes it, with the time of
@@ -45,6 +50,9 @@ DENSE = (
     Job('Semantic FPN, SPM-PVT-T', 'configs/demo/fpn_spm-pvt-t_demo.py', 'seg',
         (('mIoU (%)', 'mIoU', '.1f'), )),
 )
+# Untrained backbones the figures compare with the classifier.
+UNTRAINED = ('configs/mask_rcnn/mask-rcnn_pvt-t_fpn_1x_coco.py',
+             'configs/mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py')
 # What mmspm logs when init_cfg has loaded a backbone checkpoint.
 LOADED = re.compile(r'SPMPVT: loaded .*; missing keys: (.*?); unexpected keys: .*')
 
@@ -104,6 +112,21 @@ class Demo:
         ], f'{job.short}_pictures.log')
         return [line for line in output.splitlines() if line.endswith('.png')]
 
+    def figures(self, classifier: str) -> list[tuple[str, str]]:
+        """The paper's ERF and attention figures; (title, path) of each."""
+        out_dir = osp.join(self.work_root, 'pictures')
+        models = [a for config in UNTRAINED for a in ('--model', config)]
+        models += ['--model', PRETRAIN.config, classifier]
+        images = osp.join(DATA, 'imagenet', 'val')
+        erf, attention = osp.join(out_dir, 'erf.png'), osp.join(out_dir, 'attention.png')
+        self.run('figures: ERF', ['tools/analysis/erf.py', '--images', images, '--size',
+                                  '224', '--out', erf, *models], 'erf.log')
+        self.run('figures: attention', [
+            'tools/analysis/attention_map.py', sorted(glob.glob(osp.join(ROOT, images, '*')))[0],
+            '--out', attention, *models], 'attention.log')
+        return [('Effective receptive fields, stage 4', erf),
+                ('Attention of stage 2, block 1, heads 1-2', attention)]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,6 +157,13 @@ def main() -> None:
         checkpoint, values = demo.train_and_test(job, init)
         add_rows(job, values)
         pictures += [(job.name, p) for p in demo.pictures(job, checkpoint)]
+    pictures += demo.figures(classifier)
+    results = osp.join(work_root, 'results.md')
+    demo.run('results', ['tools/analysis/collect_results.py', '--out', results,
+                         *(osp.join(work_root, job.short) for job in (PRETRAIN, *DENSE))],
+             'results.log')
+    with open(results) as f:
+        paper_tables = f.read()
     total = time.time() - start
 
     table = ['| model | metric | value |', '|---|---|---|']
@@ -145,8 +175,9 @@ def main() -> None:
         'Embedded synthetic data, a few minutes of CPU training per model '
         '(configs/demo/): a check that the pipeline learns, not the paper\'s '
         'numbers.', '', *table, '', f'Backbones initialised from {classifier}.',
-        '', '## Stage times', '', *times, '', '## Pictures (ground truth | prediction)',
-        '', *[f'![{name}]({osp.relpath(p, work_root)})' for name, p in pictures], '']
+        '', '## In the paper\'s table layout', '', paper_tables, '## Stage times', '',
+        *times, '', '## Pictures (predictions: ground truth | prediction)', '',
+        *[f'![{name}]({osp.relpath(p, work_root)})' for name, p in pictures], '']
     with open(osp.join(work_root, 'summary.md'), 'w') as f:
         f.write('\n'.join(summary))
 
@@ -155,7 +186,8 @@ def main() -> None:
     print('\n'.join(table))
     print(f'\ntotal {total / 60:.1f} min; stage times, pictures and table: '
           f'{work_root}/summary.md; logs: {work_root}/*.log')
-    print('pictures (ground truth | prediction):')
+    print(f'paper-format tables: {results}')
+    print('pictures (predictions: ground truth | prediction; the figures):')
     for _, path in pictures:
         print(f'  {path}')
 

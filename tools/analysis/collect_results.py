@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 import yaml
 from mmengine.config import Config
 
-from mmspm.analysis import backbone_token, display_name
+from mmspm.analysis import backbone_token, display_name, name_token
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
@@ -45,7 +45,7 @@ class Column(NamedTuple):
 
 class Task(NamedTuple):
     title: str
-    metafile_task: str  # `Task` in configs/*/metafile.yml
+    metafile_tasks: tuple[str, ...]  # `Task` in configs/*/metafile.yml
     columns: tuple[Column, ...]
     num_classes: int  # of the paper's data
     classes_at: tuple[str, ...]  # where the model config says its number of classes
@@ -58,12 +58,13 @@ def _coco_columns(prefix: str, label: str) -> tuple[Column, ...]:
 
 
 TASKS = {
-    'coco/bbox_mAP': Task('COCO val2017: Mask R-CNN instance segmentation', 'Object Detection',
+    'coco/bbox_mAP': Task('COCO val2017: Mask R-CNN instance segmentation',
+                          ('Object Detection', 'Instance Segmentation'),
                           _coco_columns('bbox', 'box') + _coco_columns('segm', 'mask'),
                           80, ('roi_head', 'bbox_head', 'num_classes')),
-    'mIoU': Task('ADE20K val: Semantic FPN semantic segmentation', 'Semantic Segmentation',
+    'mIoU': Task('ADE20K val: Semantic FPN semantic segmentation', ('Semantic Segmentation', ),
                  (Column('mIoU', 'mIoU', 1), ), 150, ('decode_head', 'num_classes')),
-    'accuracy/top1': Task('ImageNet-1K val: classification', 'Image Classification',
+    'accuracy/top1': Task('ImageNet-1K val: classification', ('Image Classification', ),
                           (Column('top-1', 'accuracy/top1', 1), ), 1000, ('head', 'num_classes')),
 }
 SCOPE_TASKS = {'mmdet': 'coco/bbox_mAP', 'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
@@ -207,24 +208,22 @@ def summarise(work_dir: str, runs: list[Run]) -> Row:
 
 def reference_numbers(root: str = ROOT) -> dict:
     """(task key, backbone token) -> (metric label -> value, source), from the
-    metafiles; the token is the backbone part of the model name
-    (``mask-rcnn_<backbone>_fpn_...``, ``fpn_<backbone>_...``, ``<backbone>_...``)."""
-    by_task = {t.metafile_task: k for k, t in TASKS.items()}
+    metafiles (the token from the model's name)."""
+    by_task = {name: k for k, t in TASKS.items() for name in t.metafile_tasks}
     table = {}
     for path in glob.glob(osp.join(root, 'configs', '*', 'metafile.yml')):
         with open(path) as f:
             models = yaml.safe_load(f).get('Models', [])
         for model in models:
-            parts = model['Name'].split('_')
-            token = parts[1] if parts[0] in ('mask-rcnn', 'fpn') else parts[0]
+            token = name_token(model['Name'])
             source = model.get('Metadata', {}).get('Results Source', '')
             for result in model.get('Results') or []:
                 task = by_task.get(result['Task'])
                 values = {METAFILE_METRICS[k]: v for k, v in result['Metrics'].items()
                           if k in METAFILE_METRICS and v is not None}
-                if task and values:
-                    table[(task, token)] = (values, 'SPM paper' if source == 'paper-reported'
-                                            else source)
+                if task and values:  # box and mask AP may be two results
+                    label = 'SPM paper' if source == 'paper-reported' else source
+                    table.setdefault((task, token), ({}, label))[0].update(values)
     return table
 
 
