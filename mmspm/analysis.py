@@ -14,7 +14,6 @@
 import importlib
 import inspect
 import os.path as osp
-from collections import OrderedDict
 from typing import Callable, Iterable, Optional
 
 import mmcv
@@ -27,7 +26,7 @@ from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
 from .models import SPMPVT
-from .safe_load import CheckpointError, load_checkpoint, unwrap
+from .safe_load import CheckpointError, backbone_of, load_checkpoint, unwrap
 
 # Sizes by (embed_dims, blocks per stage), as their papers name them.
 _PVT_SIZES = {(2, 2, 2, 2): 't', (3, 4, 6, 3): 's', (3, 4, 18, 3): 'm', (3, 8, 27, 3): 'l'}
@@ -95,11 +94,15 @@ def _model_dict(cfg: Config) -> dict:
     return model
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The config's whole model, built in the config's scope (no weights loaded)."""
+def _build(cfg: Config, part: dict) -> nn.Module:
+    """``part`` built in the config's scope, by that codebase's registry."""
     init_default_scope(cfg.default_scope)
-    registry = importlib.import_module(f'{cfg.default_scope}.registry')
-    return registry.MODELS.build(_model_dict(cfg))
+    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(part)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The config's whole model, as the Runner builds it (no weights loaded)."""
+    return _build(cfg, _model_dict(cfg))
 
 
 def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
@@ -114,9 +117,7 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     backbone_cfg = dict(cfg.model.backbone, init_cfg=None, out_indices=(0, 1, 2, 3))
     if backbone_cfg['type'].split('.')[-1] == 'SPMPVT':
         backbone_cfg['with_cls_token'] = False
-    init_default_scope(cfg.default_scope)
-    registry = importlib.import_module(f'{cfg.default_scope}.registry')
-    backbone = registry.MODELS.build(backbone_cfg)
+    backbone = _build(cfg, backbone_cfg)
     # Without a log file, init_weights prints a line per tensor; a tool wants none.
     logger = MMLogger.get_current_instance()
     level = logger.level
@@ -129,10 +130,7 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
         if hasattr(backbone, 'load_pretrained'):  # SPM backbones: every layout they know
             backbone.load_pretrained(checkpoint)
         else:
-            state = unwrap(load_checkpoint(checkpoint))
-            if any(k.startswith('backbone.') for k in state):
-                state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                                    if k.startswith('backbone.'))
+            state = backbone_of(unwrap(load_checkpoint(checkpoint)))
             missing, unexpected = backbone.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise CheckpointError(

@@ -173,6 +173,16 @@ def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
     return state
 
 
+def backbone_of(state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
+    """The ``backbone.*`` entries of a whole-model state dict (detector,
+    segmentor, classifier), prefix removed; a state dict without such keys is
+    the backbone's own and is returned as it is."""
+    if not any(k.startswith('backbone.') for k in state):
+        return state
+    return OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
+                       if k.startswith('backbone.'))
+
+
 def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
     """Every checkpoint tensor under ``prefix`` that the model (its state dict
     ``own``) has must have the model's shape."""

@@ -104,6 +104,15 @@ def seg_options(demo_data, iters: int) -> list[str]:
             'default_hooks.checkpoint.max_keep_ckpts=2', NO_INIT]
 
 
+def cls_options(demo_data) -> list[str]:
+    root = f'{demo_data}/imagenet/'
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=4',
+            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+            'default_hooks.checkpoint.interval=1']
+
+
 def det_options(demo_data, epochs: int = 1, from_scratch: bool = True) -> list[str]:
     root = f'{demo_data}/coco/'
     ann = f'{root}annotations/instances_val2017.json'

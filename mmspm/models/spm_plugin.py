@@ -10,7 +10,7 @@ from typing import ClassVar, Optional, Sequence
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from ..safe_load import CheckpointError, backbone_of, check_shapes, load_checkpoint, unwrap
 from .spm import TokenStepwisePatchMerging, reference_init
 
 
@@ -69,11 +69,7 @@ class SPMPluginMixin:
         this model's shape; the SPM layers not in it keep their values from
         before the load. Returns (and logs) the keys left out."""
         name = type(self).__name__
-        state = unwrap(load_checkpoint(filename))
-        if any(k.startswith('backbone.') for k in state):
-            state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                                if k.startswith('backbone.'))
-        state = self._to_model_layout(state)
+        state = self._to_model_layout(backbone_of(unwrap(load_checkpoint(filename))))
         own = self.state_dict()
         check_shapes(own, state)
 

@@ -17,7 +17,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from ..safe_load import (CheckpointError, backbone_of, check_shapes, load_checkpoint,
+                         unwrap)
 from .spm import KERNEL_SIZES, StepwisePatchMerging, reference_init
 
 # Fields shared by all archs; depths differ (docs/reference_model.md).
@@ -154,9 +155,7 @@ def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
     ``in_proj`` packs ``q`` and ``kv`` and whose MLP is two 1x1 convolutions),
     bare or under ``backbone.``.
     """
-    if any(k.startswith('backbone.') for k in state):
-        state = OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                            if k.startswith('backbone.'))
+    state = backbone_of(state)
     out, left_out = OrderedDict(), []
     for k, v in state.items():
         if (m := _MMDET_PVT_KEY.match(k)) is None:

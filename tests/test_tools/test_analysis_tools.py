@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, det_options,
+from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, cls_options, det_options,
                          kill_after_checkpoint, metric, run, seg_options)
 
 pytestmark = pytest.mark.slow
@@ -36,10 +36,7 @@ def runs(demo_data, tmp_path_factory):
                       '--work-dir', str(root / 'seg' / 'test'), *seg_options(demo_data, 8))
     logs['det'] = run(sys.executable, 'tools/train.py', DET_CONFIG, '--work-dir',
                       str(root / 'det'), *det_options(demo_data))
-    cls_data = f'{demo_data}/imagenet/'
-    cls = ['--cfg-options', 'train_dataloader.batch_size=4', 'train_cfg.max_epochs=1',
-           'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1'] + [
-               f'{split}_dataloader.dataset.data_root={cls_data}' for split in ('train', 'val', 'test')]
+    cls = cls_options(demo_data)
     run(sys.executable, 'tools/train.py', CLS_CONFIG, '--work-dir', str(root / 'cls'), *cls)
     logs['cls'] = run(sys.executable, 'tools/test.py', CLS_CONFIG, str(root / 'cls' / 'epoch_1.pth'),
                       '--work-dir', str(root / 'cls' / 'test'), *cls)

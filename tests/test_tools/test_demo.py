@@ -14,17 +14,8 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 from mmspm.launch import check_data
-from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric,
-                         run, seg_options)
-
-
-def cls_options(demo_data) -> list[str]:
-    root = f'{demo_data}/imagenet/'
-    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}',
-            f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=4',
-            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-            'default_hooks.checkpoint.interval=1']
+from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, cls_options, det_options,
+                         metric, run, seg_options)
 
 
 def build(config: str, init_checkpoint=None):

@@ -20,21 +20,17 @@ import mmcv
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
+
+from mmspm.analysis import build_model
 
 
 def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
                      score_thr: float = 0.3) -> list[str]:
     """Write the pictures of the first ``num`` test images; return their paths."""
     scope = cfg.default_scope
-    init_default_scope(scope)
+    model = build_model(cfg)  # in the config's scope
     registry = importlib.import_module(f'{scope}.registry')
-    # As the Runner does: mmpretrain configs keep the preprocessor at top level.
-    model_cfg = cfg.model.copy()
-    if 'data_preprocessor' not in model_cfg and cfg.get('data_preprocessor'):
-        model_cfg['data_preprocessor'] = cfg.data_preprocessor
-    model = registry.MODELS.build(model_cfg)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     model.eval()
     dataset = registry.DATASETS.build(cfg.test_dataloader.dataset)
