@@ -7,13 +7,14 @@ from typing import Optional
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-from .models.spm_pvt import SPMPVT, detect_layout, is_pvt_v1, split_checkpoint
+from .models.spm_pvt import SPMPVT
+from .models.spm_pvt_checkpoints import detect_layout, is_pvt_v1, split_checkpoint
 from .safe_load import CheckpointError, state_dict_of
 
 
@@ -36,16 +37,21 @@ class RNGStateHook(Hook):
 
     The processes' states differ (``randomness.diff_rank_seed``, or images of
     other sizes drawing other numbers of dropout values), but mmengine saves
-    checkpoints from rank 0 alone. So with several processes the states are
-    gathered after every training iteration and epoch, before
-    ``CheckpointHook`` (priority ``VERY_LOW``) may save: one collective of a
-    few kilobytes per iteration.
+    checkpoints from rank 0 alone. So with several processes every process
+    sends its states to the others (one collective of a few kilobytes) just
+    before a checkpoint can be written: after a training iteration at which a
+    ``CheckpointHook`` (priority ``VERY_LOW``, so after this hook) saves, at
+    the end of every epoch, and before validation when a ``CheckpointHook``
+    keeps the best checkpoint. A checkpoint written at any other time (by
+    another hook) holds the states of the last gathering, and the log says so.
     """
 
     priority = 'LOW'
 
     def __init__(self) -> None:
         self._gathered: Optional[list] = None
+        self._gathered_at: Optional[int] = None
+        self._training = False
         self._pipeline_states: Optional[dict] = None
 
     @staticmethod
@@ -60,20 +66,55 @@ class RNGStateHook(Hook):
             states['cuda'] = torch.cuda.get_rng_state()
         return states
 
-    def _gather(self) -> None:
+    @staticmethod
+    def _checkpoint_hooks(runner) -> list[CheckpointHook]:
+        return [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+
+    def _gather(self, runner) -> None:
+        # Every process reaches the same decision (same hooks, same counters),
+        # so all of them join the collective or none does.
         if get_world_size() > 1:
             self._gathered = all_gather_object(self._own_states())
+            self._gathered_at = runner.iter
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        self._gather()
+        # CheckpointHook.after_train_iter's own condition for saving.
+        if any(not h.by_epoch and (
+                h.every_n_train_iters(runner, h.interval, h.save_begin)
+                or (h.save_last and h.is_last_train_iter(runner)))
+               for h in self._checkpoint_hooks(runner)):
+            self._gather(runner)
 
     def after_train_epoch(self, runner) -> None:
-        self._gather()
+        self._gather(runner)
+
+    def before_train(self, runner) -> None:
+        self._training = True
+
+    def after_train(self, runner) -> None:
+        self._training = False
+
+    def before_val_epoch(self, runner) -> None:
+        # Only while training: `runner.val()` alone saves no checkpoint.
+        if self._training and any(h.save_best for h in self._checkpoint_hooks(runner)):
+            self._gather(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['rng_states'] = (
-            self._gathered or [self._own_states()])
+        if get_world_size() == 1:
+            states = [self._own_states()]
+        elif self._gathered_at == runner.iter:
+            states = self._gathered
+        else:
+            states = self._gathered or [self._own_states()]
+            since = (f'gathered at iteration {self._gathered_at}'
+                     if self._gathered else 'of process 0 alone')
+            print_log(f'RNGStateHook: this checkpoint, written at iteration '
+                      f'{runner.iter} where no checkpoint was expected, holds the '
+                      f'random generator states {since}: a run resumed from it '
+                      f'draws differently from an uninterrupted one.',
+                      logger='current', level=logging.WARNING)
+        checkpoint.setdefault('meta', {})['rng_states'] = states
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         saved = checkpoint.get('meta', {}).get('rng_states')

@@ -7,6 +7,7 @@ routes behave the same.
 """
 import argparse
 import importlib
+import logging
 import os
 import os.path as osp
 import runpy
@@ -130,6 +131,20 @@ def _cfg_options(argv: list[str]) -> dict:
     return parser.parse_known_args(argv)[0].cfg_options or {}
 
 
+def launcher_of(argv: list[str]) -> str:
+    """The ``--launcher`` of a command line, given as ``--launcher X`` or
+    ``--launcher=X`` (as argparse takes both); ``'none'`` without one."""
+    for i, arg in enumerate(argv):
+        if arg.startswith('--launcher='):
+            return arg.split('=', 1)[1]
+        if arg == '--launcher':
+            if i + 1 == len(argv) or argv[i + 1].startswith('-'):
+                raise SystemExit('--launcher needs a value: none, pytorch, slurm or '
+                                 'mpi (e.g. --launcher pytorch).')
+            return argv[i + 1]
+    return 'none'
+
+
 def run_upstream(name: str, argv: list[str]) -> None:
     """Run ``<scope>/.mim/tools/<name>.py`` with ``argv`` (config first)."""
     positional = [a for a in argv if not a.startswith('-')]
@@ -140,7 +155,33 @@ def run_upstream(name: str, argv: list[str]) -> None:
     cfg.merge_from_dict(_cfg_options(argv))
     check_data(cfg, name)
     script = upstream_script(cfg.default_scope, name)
-    if '--launcher' in argv and argv[argv.index('--launcher') + 1] == 'pytorch':
+    if launcher_of(argv) == 'pytorch':
         argv = init_distributed(cfg, argv)
     sys.argv = [script] + argv
     runpy.run_path(script, run_name='__main__')
+    # Not on an exception: a barrier would wait for the peers that torchrun is
+    # about to stop.
+    exit_distributed()
+
+
+def exit_distributed() -> None:
+    """In a process of a distributed run (a process group is up): wait for
+    every process to finish, destroy the group and end the process at once,
+    skipping the interpreter's teardown.
+
+    Left to that teardown, the group and its gloo/NCCL threads outlive Python:
+    DDP's reducer keeps the group alive even after ``destroy_process_group``
+    (measured on torch 2.13: its worker threads still run), and a thread that
+    touches a Python object while the interpreter finalises is ended inside a
+    C++ destructor, so the process aborts with "terminate called without an
+    active exception", at random and more often on a loaded machine. Logs and
+    output streams are flushed first; nothing else is left to run.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -9,6 +9,7 @@ go through that loader, whose ``torch.load`` calls are ``weights_only`` by
 default in torch >= 2.6; :func:`load_checkpoint` refuses them where that
 default has been switched off.
 """
+import importlib
 import os
 import os.path as osp
 import pickle
@@ -42,6 +43,17 @@ def _history_buffer_statistic(owner: type, name: str) -> Callable:
                                  f'in a checkpoint')
 
 
+# numpy's pickled arrays and scalars name their reconstructors by module:
+# numpy.core.multiarray under numpy 1, numpy._core.multiarray under numpy 2
+# (numpy 1.26 has both modules). Both names are allowed, for the functions of
+# the numpy installed, so that checkpoints written under either load.
+_multiarray = importlib.import_module(
+    'numpy._core.multiarray' if hasattr(np, '_core') else 'numpy.core.multiarray')
+_NUMPY_RECONSTRUCTORS = [
+    (getattr(_multiarray, name), f'{module}.multiarray.{name}')
+    for name in ('_reconstruct', 'scalar') for module in ('numpy.core', 'numpy._core')
+]
+
 # What mmengine 0.10.7 runner checkpoints hold besides tensors: HistoryBuffer
 # objects (with their statistics methods) and numpy arrays/scalars in
 # `message_hub`, numpy scalars in `meta`.
@@ -50,8 +62,7 @@ MMENGINE_SAFE_GLOBALS = [
     (_history_buffer_statistic, 'builtins.getattr'),
     np.ndarray,
     np.dtype,
-    np.core.multiarray._reconstruct,
-    np.core.multiarray.scalar,
+    *_NUMPY_RECONSTRUCTORS,
     *{type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')},
 ]
 

@@ -1,12 +1,16 @@
 """ReferenceCheckpointHook: the runner's load_from / --checkpoint path takes
-the authors' key layout; other checkpoints pass unchanged."""
+the authors' key layout; other checkpoints pass unchanged. RNGStateHook:
+when it gathers the processes' generator states."""
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from torch.utils.data import DataLoader, TensorDataset
 
+from mmspm import RNGStateHook
 from mmspm.safe_load import CheckpointError
 from tests.utils import ROOT, assert_dense_equals_reference, reference_pvt_v1_state
 
@@ -79,3 +83,48 @@ def test_pvt_v1_checkpoint_is_refused_by_load_from(ref_tiny, tmp_path):
     runner = runner_for(DET, tmp_path)
     with pytest.raises(CheckpointError, match='from_pvt_v1=True'):
         runner.load_checkpoint(str(tmp_path / 'pvt_tiny.pth'))
+
+
+class RecordingRNGStateHook(RNGStateHook):
+    """RNGStateHook noting the iterations at which it gathers the processes'
+    states (with one process there is nothing to gather)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gathered_at: list[int] = []
+
+    def _gather(self, runner) -> None:
+        self.gathered_at.append(runner.iter)
+
+
+class Regression(BaseModel):
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        out = self.linear(inputs)
+        return dict(loss=out.square().mean()) if mode == 'loss' else [out]
+
+
+@pytest.mark.parametrize('by_epoch, expected', [
+    # iterations 4, 8, 12 (runner.iter counts from 0 there), then the end of
+    # the iteration-based loop's single "epoch"
+    (False, [3, 7, 11, 12]),
+    (True, [4, 8, 12]),  # the end of each 4-iteration epoch
+])
+def test_rng_states_gathered_only_before_checkpoints(by_epoch, expected, tmp_path):
+    """One collective per checkpoint, not one per training iteration."""
+    hook = RecordingRNGStateHook()
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2,
+                        collate_fn=lambda batch: dict(inputs=torch.stack([b[0] for b in batch])))
+    train_cfg = (dict(by_epoch=True, max_epochs=3) if by_epoch else
+                 dict(by_epoch=False, max_iters=12))
+    runner = Runner(model=Regression(), work_dir=str(tmp_path), train_dataloader=loader,
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                    train_cfg=train_cfg, custom_hooks=[hook],
+                    default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=by_epoch,
+                                                       interval=1 if by_epoch else 4)))
+    runner.train()
+    assert hook.gathered_at == expected

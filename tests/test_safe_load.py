@@ -1,5 +1,7 @@
 """Reading checkpoints: damaged files named, pickled code refused on every
 path, mmengine's own checkpoint types allowed."""
+import os.path as osp
+
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
@@ -7,7 +9,7 @@ from mmengine.runner import load_checkpoint
 from mmspm import SPMPVT
 from mmspm.safe_load import CheckpointError, load_checkpoint as safe_load_checkpoint
 from mmspm.safe_load import load_file
-from tests.utils import Payload, reference_model
+from tests.utils import ROOT, Payload, reference_model
 
 
 def test_pickle_payload_is_refused(tmp_path):
@@ -73,3 +75,14 @@ def test_loading_keeps_the_allow_list_registered(ref_file, tmp_path):
     buffer.update(1e-4)
     torch.save({'message_hub': {'train/lr': buffer}}, path)
     assert isinstance(torch.load(path)['message_hub']['train/lr'], HistoryBuffer)
+
+
+@pytest.mark.parametrize('name', ['runner_numpy1.pth', 'runner_numpy2.pth'])
+def test_runner_checkpoints_of_numpy_1_and_2(name):
+    """numpy pickles its arrays under numpy.core (1.x) or numpy._core (2.x):
+    checkpoints of either load, through mmspm and through mmengine's resume /
+    load_from (torch.load with its weights_only default)."""
+    path = osp.join(ROOT, 'tests', 'data', 'checkpoints', name)
+    for checkpoint in (safe_load_checkpoint(path), torch.load(path)):
+        lr = checkpoint['message_hub']['log_scalars']['train/lr']
+        assert lr.data[0].tolist() == [0.01, 0.01]  # 2 iterations at lr 0.01

@@ -13,7 +13,7 @@ import time
 import torch
 
 from mmspm import SPMPVT
-from mmspm.models.spm_pvt import split_checkpoint
+from mmspm.models.spm_pvt_checkpoints import split_checkpoint
 from mmspm.testing import RefSPMPVT
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -184,3 +184,30 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.path, 'w'))
+
+
+MANIFESTS = osp.join(ROOT, 'tests', 'data', 'manifests')
+
+
+def manifest(name: str) -> dict:
+    """The key/shape manifest of a release checkpoint (tests/data/manifests)."""
+    import json
+    with open(osp.join(MANIFESTS, f'{name}.json')) as f:
+        return json.load(f)
+
+
+def release_checkpoint(name: str, path, seed: int = 0) -> dict:
+    """Save at ``path`` a checkpoint with the exact keys, shapes, dtypes and
+    wrapping of release ``name`` (random values; integer buffers in range of
+    their tables); returns its state dict."""
+    m = manifest(name)
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, shape in m['keys'].items():
+        dtype = getattr(torch, m['dtypes'].get(k, 'float32'))
+        if dtype.is_floating_point:
+            state[k] = torch.randn(shape, generator=gen).to(dtype)
+        else:
+            state[k] = torch.randint(0, 9, shape, generator=gen, dtype=dtype)
+    torch.save({m['wrap']: state} if m['wrap'] else state, path)
+    return state

@@ -10,8 +10,13 @@ computed differently where that is cheaper:
   formed: ``q . (W_k n + b_k) = (W_k^T q) . n + const`` (the constant cancels
   in the softmax) and ``sum_j a_j (W_v n_j + b_v) = W_v (sum_j a_j n_j) + b_v``,
   so the per-pixel work is a LayerNorm and two tiny batched products instead
-  of a ``C -> 3C`` projection of five tokens per window. Windows are processed
-  in row chunks small enough for the CPU cache.
+  of a ``C -> 3C`` projection of five tokens per window.
+* Two ways through GLE's windows (:func:`select_path`): in eager mode on a
+  CPU, row chunks small enough for the CPU cache ('chunked', about twice as
+  fast there); everywhere else (CUDA, ``torch.compile``, ``torch.export``,
+  ``torch.onnx.export``, ``torch.jit.trace``) the whole map at once, padded
+  and masked without a Python branch on its size ('whole'), so one graph
+  serves every input size and a GPU runs a few kernels instead of a loop.
 * Everything runs in channels-last memory, where CPU depth-wise convolutions
   are several times faster, and returns channels-last maps.
 
@@ -32,6 +37,38 @@ from torch.nn.modules.batchnorm import _BatchNorm
 # MSA's depth-wise kernel per head; the reference names its convolutions
 # local_conv_{3,5,7,9}.
 KERNEL_SIZES = (3, 5, 7, 9)
+# GLE's ways through the windows: 'auto' picks one by :func:`select_path`.
+SPM_PATHS = ('auto', 'chunked', 'whole')
+
+
+def is_capturing() -> bool:
+    """Whether the forward pass is being captured into a graph rather than
+    run: ``torch.compile`` / ``torch.export`` (dynamo), ``torch.jit.trace``
+    or ``torch.onnx.export``."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
+def select_path(device: torch.device, requested: str = 'auto') -> str:
+    """GLE's path for a map on ``device``: ``requested`` unless it is 'auto'
+    (the default); then 'chunked' in eager mode on a CPU, where cache-sized
+    chunks are about twice as fast, and 'whole' otherwise: on GPUs a chunk
+    loop is launch-bound, and a captured graph must not depend on the input
+    size (the chunk count does)."""
+    if requested not in SPM_PATHS:
+        raise ValueError(f'Unknown SPM path {requested!r}; choose one of {SPM_PATHS}.')
+    if requested != 'auto':
+        return requested
+    return 'chunked' if device.type == 'cpu' and not is_capturing() else 'whole'
+
+
+def set_spm_path(module: nn.Module, path: str) -> None:
+    """Make every GLE in ``module`` take ``path`` (one of :data:`SPM_PATHS`;
+    'auto', the default of every GLE, restores :func:`select_path`'s choice)."""
+    select_path(torch.device('cpu'), path)  # validates
+    for m in module.modules():
+        if isinstance(m, GuidedLocalEnhancement):
+            m.path = path
 
 
 class MultiScaleAggregation(nn.Module):
@@ -80,7 +117,15 @@ class MultiScaleAggregation(nn.Module):
         # Channels-last: CPU depth-wise convolutions (backward above all) are
         # several times faster in it; the backbone's maps already are.
         x = x.contiguous(memory_format=torch.channels_last)
-        heads = x.split(self.in_channels // len(self.kernel_sizes), 1)
+        c = self.in_channels // len(self.kernel_sizes)
+        if is_capturing():
+            # Slices: ONNX exporters write a split as sequence operators,
+            # which TensorRT's parser lacks.
+            heads = [x[:, i * c:(i + 1) * c] for i in range(len(self.kernel_sizes))]
+        else:
+            # split: its backward concatenates where slices' would add four
+            # input-sized gradients.
+            heads = x.split(c, 1)
         x = torch.cat([conv(h) for conv, h in zip(self.local_convs, heads)], 1)
         # Channel shuffle + grouped 1x1 conv as one dense 1x1 conv whose weight
         # is the grouped one scattered into place: a GEMM beats a convolution
@@ -101,6 +146,10 @@ class GuidedLocalEnhancement(nn.Module):
     guide token, after LayerNorm ``norm1``, is the output. The result is
     returned as an NCHW-shaped view of channels-last memory, so flattening it
     to tokens costs nothing.
+
+    ``path`` (attribute, default 'auto'): how the windows are processed, see
+    :func:`select_path` and :func:`set_spm_path`; both paths compute the same
+    function.
     """
 
     # Size of one window chunk's (windows, heads, C) intermediates.
@@ -114,6 +163,10 @@ class GuidedLocalEnhancement(nn.Module):
         if channels % num_heads:
             raise ValueError(f'GuidedLocalEnhancement: channels={channels} must '
                              f'be divisible by num_heads={num_heads}.')
+        if guide_kernel_size % 2 == 0:
+            raise ValueError(f'GuidedLocalEnhancement: guide_kernel_size must be '
+                             f'odd (one guide token per 2x2 window), got '
+                             f'{guide_kernel_size}.')
         self.channels = channels
         self.num_heads = num_heads
         self.scale = (channels // num_heads)**-0.5
@@ -125,19 +178,41 @@ class GuidedLocalEnhancement(nn.Module):
         self.norm0 = nn.LayerNorm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.norm1 = nn.LayerNorm(channels)
+        self.path = 'auto'
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         guide = self.gtg(x)
-        Hg, Wg = guide.shape[-2:]
+        # The guide's size, as ceil(H/2) rather than the convolution's
+        # (H - 1) // 2 + 1: with symbolic sizes, products of such sums expand
+        # into polynomials whose quotients inductor's stride checks fail on.
+        Hg, Wg = (H + 1) // 2, (W + 1) // 2
         pad_h, pad_w = 2 * Hg - H, 2 * Wg - W
         # Channels-last (a free view of what MSA produces): window copies then
         # move whole C-vectors.
         x = x.permute(0, 2, 3, 1)
+        guide = guide.permute(0, 2, 3, 1).reshape(B * Hg, Wg, C)
+        if select_path(x.device, self.path) == 'whole':
+            # Padded (by 0 on even sides) and masked whatever the size: no
+            # Python branch on it, so a captured graph holds for every size.
+            rows = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)).reshape(B * Hg, 2, Wg, 2, C)
+            mask = self._padding_mask(H, W, Hg, Wg, x.device).repeat(B, 1, 1)
+            out = self._attend(rows, guide, mask)
+        else:
+            out = self._chunked(x, guide)
+        out = out.reshape(B, Hg, Wg, C) + self.qkv.bias[2 * C:]
+        out = self.norm1(out)
+        return out.permute(0, 3, 1, 2)
+
+    def _chunked(self, x: Tensor, guide: Tensor) -> Tensor:
+        """:meth:`_attend` over the windows of ``x`` (B, H, W, C) and their
+        guide tokens (B * Hg, Wg, C) in row chunks: ``(B * Hg * Wg, C)``."""
+        B, H, W, C = x.shape
+        Hg, Wg = guide.shape[0] // B, guide.shape[1]
+        pad_h, pad_w = 2 * Hg - H, 2 * Wg - W
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         rows = x.reshape(B * Hg, 2, Wg, 2, C)  # window rows of every image
-        guide = guide.permute(0, 2, 3, 1).reshape(B * Hg, Wg, C)
         mask = None
         if pad_h or pad_w:
             mask = self._padding_mask(H, W, Hg, Wg, x.device).repeat(B, 1, 1)
@@ -148,13 +223,10 @@ class GuidedLocalEnhancement(nn.Module):
         # one full-size gradient per chunk).
         step = max(1, self.CHUNK_BYTES // (self.num_heads * C * x.element_size() * Wg))
         masks = [None] * B * Hg if mask is None else mask.split(step * Wg)
-        out = torch.cat([
+        return torch.cat([
             self._attend(r, g, m)
             for r, g, m in zip(rows.split(step), guide.split(step), masks)
         ])
-        out = out.reshape(B, Hg, Wg, C) + self.qkv.bias[2 * C:]
-        out = self.norm1(out)
-        return out.permute(0, 3, 1, 2)
 
     def _attend(self, rows: Tensor, guide: Tensor, mask: Optional[Tensor]) -> Tensor:
         """Guide-token attention of ``r`` window rows: ``(r, 2, Wg, 2, C)``
@@ -168,26 +240,29 @@ class GuidedLocalEnhancement(nn.Module):
         softmax cancels, and ``sum_t a_t (W_v t + b_v) = W_v (sum_t a_t t) + b_v``.
         """
         r, Wg, C = guide.shape
-        h, d = self.num_heads, C // self.num_heads
+        # Sizes spelt out, not inferred (-1): with symbolic sizes, inductor
+        # cannot simplify the quotients an inferred size leaves in strides.
+        n, h, d = r * Wg, self.num_heads, C // self.num_heads
         pixels = rows.transpose(1, 2).reshape(r, Wg, 4, C)
-        tokens = self.norm0(torch.cat([guide.unsqueeze(2), pixels], 2)).view(-1, 5, C)
+        tokens = self.norm0(torch.cat([guide.unsqueeze(2), pixels], 2)).view(n, 5, C)
         weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(tokens[:, 0], weight[:C], bias[:C]).view(-1, h, d) * self.scale
+        q = F.linear(tokens[:, 0], weight[:C], bias[:C]).view(n, h, d) * self.scale
         qk = torch.bmm(q.transpose(0, 1), weight[C:2 * C].view(h, d, C))
         scores = torch.bmm(qk.transpose(0, 1), tokens.transpose(1, 2))   # (n, h, 5)
         if mask is not None:
             scores = scores.masked_fill(mask, float('-inf'))
         z = torch.bmm(scores.softmax(-1), tokens)                        # (n, h, C)
         out = torch.bmm(z.transpose(0, 1), weight[2 * C:].view(h, d, C).transpose(1, 2))
-        return out.transpose(0, 1).reshape(-1, C)
+        return out.transpose(0, 1).reshape(n, C)
 
     @staticmethod
     def _padding_mask(H: int, W: int, Hg: int, Wg: int,
                       device: torch.device) -> Tensor:
-        """(Hg * Wg, 1, 5) mask of the window pixels that lie outside the map."""
-        outside = torch.zeros(2 * Hg, 2 * Wg, dtype=torch.bool, device=device)
-        outside[H:] = True
-        outside[:, W:] = True
+        """(Hg * Wg, 1, 5) mask of the window pixels that lie outside the map
+        (comparisons, not slice assignments: a captured graph keeps ``H``,
+        ``W`` symbolic)."""
+        outside = ((torch.arange(2 * Hg, device=device) >= H)[:, None]
+                   | (torch.arange(2 * Wg, device=device) >= W)[None, :])
         outside = outside.view(Hg, 2, Wg, 2).permute(0, 2, 1, 3).reshape(-1, 1, 4)
         guide = outside.new_zeros(Hg * Wg, 1, 1)
         return torch.cat([guide, outside], 2)
@@ -208,6 +283,19 @@ class StepwisePatchMerging(nn.Module):
         self.out_channels = out_channels
         self.msa = MultiScaleAggregation(in_channels, out_channels)
         self.gle = GuidedLocalEnhancement(out_channels, num_heads)
+        # The weights of the convolutions run on channels-last maps are kept
+        # channels-last, the layout their gradients come in (whichever CPU or
+        # GPU kernel computes them; 1x1 and depth-wise weights differ from the
+        # contiguous layout in the strides of their size-1 dimensions only).
+        # Autograd accepts either, but DDP compares strides as they are and,
+        # where they differ, warns ("Grad strides do not match bucket view
+        # strides") and copies the gradient at every step. msa.proj.0 is only
+        # read into a dense weight (MultiScaleAggregation.forward): its
+        # gradient is contiguous.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not self.msa.proj[0]:
+                m.weight.data = torch.empty_like(
+                    m.weight, memory_format=torch.channels_last).copy_(m.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.gle(self.msa(x))
@@ -245,8 +333,9 @@ def reference_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=.02)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+            if m.bias is not None:  # SPMPVT(qkv_bias=False)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, _BatchNorm)) and m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):

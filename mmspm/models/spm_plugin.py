@@ -1,76 +1,178 @@
 """What SPM-Swin and SPM-PVTv2 share: an upstream backbone whose downsampling
 layers are :class:`TokenStepwisePatchMerging`, initialised by the upstream
-scheme with the SPM layers at the SPM reference's, and loaded from upstream
-checkpoints with only the SPM layers left at init.
+scheme with the SPM layers at the SPM reference's (or as ``init_cfg`` says),
+and loaded from upstream checkpoints with only the SPM layers left at init.
 """
 import re
 from collections import OrderedDict
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional, Sequence, Union
 
+import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
+from mmengine.model import initialize
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..safe_load import CheckpointError, backbone_of, check_shapes, load_checkpoint, unwrap
 from .spm import TokenStepwisePatchMerging, reference_init
+
+InitCfg = Union[dict, Sequence[dict], None]
+
+
+class CheckpointedSPM(TokenStepwisePatchMerging):
+    """:class:`TokenStepwisePatchMerging` that, with ``with_cp = True``
+    (default False), recomputes its activations in the backward pass instead
+    of keeping them (``torch.utils.checkpoint``), as the upstream blocks do
+    with their ``with_cp``."""
+
+    with_cp: bool = False
+
+    def forward(self, x: Tensor,
+                hw_shape: Optional[Sequence[int]] = None) -> tuple[Tensor, tuple[int, int]]:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(super().forward, x, hw_shape, use_reentrant=False)
+        return super().forward(x, hw_shape)
+
+
+def init_cfg_list(init_cfg: InitCfg, owner: str) -> list[dict]:
+    """``init_cfg`` as mmengine reads it (None, a dict or a list of dicts,
+    each with a ``type``) as a list; anything else is refused, naming the
+    form expected."""
+    cfgs = [] if init_cfg is None else [init_cfg] if isinstance(init_cfg, dict) else init_cfg
+    if not isinstance(cfgs, (list, tuple)) or not all(
+            isinstance(c, dict) and 'type' in c for c in cfgs):
+        raise TypeError(f'{owner}: init_cfg must be None, a dict with a `type` or a '
+                        f'list of such dicts (as mmengine documents), got {init_cfg!r}.')
+    return list(cfgs)
+
+
+def is_pretrained(cfg: dict) -> bool:
+    return cfg['type'] in ('Pretrained', 'PretrainedInit')
+
+
+def with_prefix(state: 'OrderedDict[str, Tensor]', prefix: str,
+                filename: str) -> 'OrderedDict[str, Tensor]':
+    """The entries of ``state`` under ``prefix`` (a trailing dot added as
+    mmengine's ``PretrainedInit`` adds it), prefix removed."""
+    prefix = prefix if prefix.endswith('.') else prefix + '.'
+    sub = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+    if not sub:
+        raise CheckpointError(f'{filename!r} has no tensors under the prefix {prefix!r} of '
+                              f'init_cfg; its keys start with '
+                              f'{sorted({k.split(".")[0] + "." for k in state})[:8]}.')
+    return sub
 
 
 class SPMPluginMixin:
     """Put first among the bases of an upstream backbone's subclass.
 
     Subclasses set ``spm_key``, the state-dict keys of the slots the SPM
-    layers took (the upstream downsampling layers had the same prefixes), and
+    layers took (the upstream downsampling layers had the same prefixes),
     ``optional_key``, keys that upstream checkpoints may hold or lack (output
-    norms); they convert an upstream layout in :meth:`_to_model_layout`.
+    norms), and ``recomputed_key``, buffers the model computes itself and
+    never loads; they build the SPM layers with :meth:`_spm_for`, convert an
+    upstream layout in :meth:`_to_model_layout` and give the layer-wise depth
+    of their parameters in :meth:`_layer_depth`. They have ``_freeze_stages``
+    (``frozen_stages``), ``norm_eval`` and ``with_cp`` as mmdet's backbones
+    have them.
     """
 
     spm_key: ClassVar[re.Pattern]
     optional_key: ClassVar[Optional[re.Pattern]] = None
+    recomputed_key: ClassVar[Optional[re.Pattern]] = None
+    norm_eval: bool
 
-    def _spm_for(self, stride: Sequence[int], in_channels: int,
-                 out_channels: int) -> TokenStepwisePatchMerging:
+    def _spm_for(self, stride: Sequence[int], in_channels: int, out_channels: int,
+                 with_cp: bool) -> CheckpointedSPM:
         """The SPM layer for an upstream downsampling layer of this ``stride``
         (as built from the upstream ``strides``), which must halve as SPM does."""
         if tuple(stride) != (2, 2):
             raise ValueError(f'{type(self).__name__}: SPM halves the resolution, '
                              f'so strides[1:] must be 2; a layer it would replace '
                              f'has stride {tuple(stride)}.')
-        return TokenStepwisePatchMerging(in_channels, out_channels)
+        spm = CheckpointedSPM(in_channels, out_channels)
+        spm.with_cp = with_cp
+        return spm
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        # mmpretrain's necks take tuples only; the upstream forward returns a list.
+        # mmpretrain's necks take tuples only; mmdet's forward returns a list.
         return tuple(super().forward(x))
 
     def train(self, mode: bool = True):
-        # mmdet's SwinTransformer.train returns None; nn.Module's returns self.
+        """Train mode but for the frozen stages (``frozen_stages``) and, with
+        ``norm_eval``, the BatchNorms (SPM's)."""
         super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        # mmdet's and mmpretrain's SwinTransformer.train return None.
         return self
 
     def _to_model_layout(self, state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
         """An upstream checkpoint's backbone state dict in this model's keys."""
         return state
 
-    def init_weights(self) -> None:
-        """The upstream initialisation from scratch, or the ``Pretrained``
-        checkpoint of ``init_cfg`` (:meth:`load_pretrained`); the SPM layers
-        first get the SPM reference's initialisation either way."""
-        pretrained = (self.init_cfg or {}).get('type') == 'Pretrained'
-        if not pretrained:
+    def _fit_to_model(self, own: dict, state: 'OrderedDict[str, Tensor]') -> list[str]:
+        """Adapt, in place, checkpoint tensors made for another input or
+        window size to the model's (its state dict ``own``); the keys changed."""
+        return []
+
+    def _recomputed(self, key: str) -> bool:
+        return bool(self.recomputed_key and self.recomputed_key.search(key))
+
+    def _init_from_scratch(self) -> None:
+        """The upstream backbone's initialisation without a checkpoint."""
+        init_cfg, self.init_cfg = self.init_cfg, None
+        try:
             super().init_weights()
+        finally:
+            self.init_cfg = init_cfg
+
+    def init_weights(self) -> None:
+        """Initialise as ``init_cfg`` says, as mmengine documents it (a dict or
+        a list of dicts): without a ``Pretrained`` entry the upstream scheme
+        and the SPM reference's for the SPM layers, then every other entry
+        (Kaiming, TruncNormal, Constant, ...) on the layers it names, then the
+        ``Pretrained`` checkpoint (with its ``prefix``) over all of them
+        (:meth:`load_pretrained`). SPM layers that neither names keep the SPM
+        reference's initialisation."""
+        cfgs = init_cfg_list(self.init_cfg, type(self).__name__)
+        pretrained = [c for c in cfgs if is_pretrained(c)]
+        if len(pretrained) > 1:
+            raise ValueError(f'{type(self).__name__}: init_cfg names {len(pretrained)} '
+                             f'Pretrained checkpoints; give one.')
+        if not pretrained:
+            self._init_from_scratch()
         for m in self.modules():
             if isinstance(m, TokenStepwisePatchMerging):
                 reference_init(m)
+        others = [c for c in cfgs if not is_pretrained(c)]
+        if others:
+            initialize(self, others)
         if pretrained:
-            self.load_pretrained(self.init_cfg['checkpoint'])
+            self.load_pretrained(pretrained[0]['checkpoint'], pretrained[0].get('prefix'))
+        self._is_init = True
 
-    def load_pretrained(self, filename: str) -> list[str]:
+    def load_pretrained(self, filename: str, prefix: Optional[str] = None) -> list[str]:
         """Load a checkpoint of the upstream model (or of this one): bare, with
-        ``backbone.`` keys (detector, segmentor, classifier) or in the upstream
-        authors' layout. Every tensor but the SPM layers' must be in it, with
-        this model's shape; the SPM layers not in it keep their values from
-        before the load. Returns (and logs) the keys left out."""
+        ``backbone.`` keys (detector, segmentor, classifier), under ``prefix``
+        if given, or in the upstream authors' layout. Every tensor but the SPM
+        layers' must be in it, with this model's shape, except buffers the
+        model recomputes (skipped, also when present); tables of another
+        window size are resized (:meth:`_fit_to_model`). The SPM layers not in
+        it keep their values from before the load. Returns (and logs) the
+        keys left out."""
         name = type(self).__name__
-        state = self._to_model_layout(backbone_of(unwrap(load_checkpoint(filename))))
-        own = self.state_dict()
+        state = unwrap(load_checkpoint(filename))
+        state = with_prefix(state, prefix, filename) if prefix else backbone_of(state)
+        state = self._to_model_layout(state)
+        skipped = [k for k in state if self._recomputed(k)]
+        for k in skipped:
+            del state[k]
+        own = {k: v for k, v in self.state_dict().items() if not self._recomputed(k)}
+        resized = self._fit_to_model(own, state)
         check_shapes(own, state)
 
         def optional(k: str) -> bool:
@@ -93,10 +195,36 @@ class SPMPluginMixin:
         replaced = [k for k in unexpected if self.spm_key.match(k)]
         print_log(
             f'{name}: loaded {filename}: {len(own) - len(missing)} of {len(own)} '
-            f'tensors; SPM layers left at the SPM reference\'s initialisation: '
+            f'tensors; SPM layers left at init: '
             f'{len(spm)} tensors{": " + ", ".join(spm) if spm else ""}; not '
             f'used: {len(replaced)} tensors of the upstream downsampling layers '
             f'SPM replaces; output norms not in the checkpoint (at init): '
-            f'{", ".join(k for k in missing if optional(k)) or "none"}',
+            f'{", ".join(k for k in missing if optional(k)) or "none"}; buffers '
+            f'the model recomputes, skipped: {", ".join(skipped) or "none"}; '
+            f'resized to the model\'s window size: {", ".join(resized) or "none"}',
             logger='current', level=30 if spm else 20)
         return missing
+
+    def _stage_depths(self) -> list[int]:
+        """The number of blocks of each stage."""
+        raise NotImplementedError
+
+    def _layer_depth(self, name: str, depths: list[int]) -> Optional[int]:
+        """The layer-wise depth of parameter ``name`` (0: the stem, block
+        ``j`` of stage ``i``: ``sum(depths[:i]) + j + 1``); None for what
+        follows the last block (output norms)."""
+        raise NotImplementedError
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple[int, int]:
+        """The layer-wise depth of a parameter and the number of depths, for
+        mmpretrain's ``LearningRateDecayOptimWrapperConstructor``: as
+        mmpretrain's ``SwinTransformer.get_layer_depth``, the stem first (0),
+        then one depth per block, a downsampling layer (SPM) at the depth of
+        the block before it, and the rest (output norms; names outside
+        ``prefix``, as the head) at ``num_layers - 1``."""
+        depths = self._stage_depths()
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        depth = self._layer_depth(param_name[len(prefix):], depths)
+        return (num_layers - 1 if depth is None else depth), num_layers

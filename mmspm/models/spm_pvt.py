@@ -1,25 +1,30 @@
 """SPM-PVT: PVT v1 with Stepwise Patch Merging as the patch embedding of stages 2-4.
 
-Beside the model: the authors' checkpoint key layout and its conversion to
-mmspm's (pure functions on state dicts), and the backbone's own adaptation
-and checks of every state dict loaded into it (:meth:`SPMPVT._prepare_state`).
+Its checkpoint layouts and their conversions are in :mod:`.spm_pvt_checkpoints`;
+the backbone adapts and checks every state dict loaded into it
+(:meth:`SPMPVT._prepare_state`).
 """
-import re
-from collections import OrderedDict
-from typing import Callable, Optional, Sequence, Union
+import warnings
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
-from ..safe_load import (CheckpointError, backbone_of, check_shapes, load_checkpoint,
-                         unwrap)
-from .spm import KERNEL_SIZES, StepwisePatchMerging, reference_init
+from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from .spm import StepwisePatchMerging, reference_init
+from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
+from .spm_pvt_checkpoints import (ARCH_DEPTHS, check_coverage, check_depths, check_pvt_v1_fit,
+                                  pretrained_backbone)
 
 # Fields shared by all archs; depths differ (docs/reference_model.md).
 _PVT_V1 = dict(
@@ -27,185 +32,51 @@ _PVT_V1 = dict(
     num_heads=(1, 2, 5, 8),
     mlp_ratios=(8, 8, 4, 4),
     sr_ratios=(8, 4, 2, 1))
-ARCH_SETTINGS = {
-    name: dict(_PVT_V1, depths=depths)
-    for name, depths in dict(
-        tiny=(2, 2, 2, 2),
-        small=(3, 4, 6, 3),
-        medium=(3, 4, 18, 3),
-        large=(3, 8, 27, 3)).items()
-}
-# Position embeddings are learnt for a 224x224 input: token grids per stage.
-PRETRAIN_GRIDS = (56, 28, 14, 7)
-
-# The authors' keys (patch_embed2.spm.msa.local_conv_3.weight, block1.0.attn.q.weight,
-# pos_embed4, cls_token, norm.*, head.*) -> mmspm's, by renaming alone.
-_RefRule = tuple[re.Pattern, Union[str, Callable[[re.Match], str]]]
-REFERENCE_RULES: list[_RefRule] = [
-    (re.compile(r'^patch_embed([1-4])\.(?:spm\.)?'),
-     lambda m: f'patch_embeds.{int(m[1]) - 1}.'),
-    (re.compile(r'\.msa\.local_conv_(\d)\.'),
-     lambda m: f'.msa.local_convs.{KERNEL_SIZES.index(int(m[1]))}.'),
-    (re.compile(r'\.gle\.attn\.qkv\.'), '.gle.qkv.'),
-    (re.compile(r'^pos_embed([1-4])$'), lambda m: f'pos_embeds.{int(m[1]) - 1}'),
-    (re.compile(r'^block([1-4])\.'), lambda m: f'stages.{int(m[1]) - 1}.'),
-]
-_REFERENCE_KEY = re.compile(r'^(patch_embed[1-4]\.|pos_embed[1-4]$|block[1-4]\.)')
-_BACKBONE_KEY = re.compile(r'^(patch_embeds|pos_embeds|stages)\.')
-
-
-def detect_layout(state: dict) -> str:
-    """'reference' (the authors' keys), 'openmmlab' (``backbone.*``: an
-    mmpretrain classifier, mmdet detector or mmseg segmentor), 'backbone' (a
-    bare SPMPVT state dict) or 'unknown'."""
-    if any(_REFERENCE_KEY.match(k) for k in state):
-        return 'reference'
-    if any(k.startswith('backbone.') for k in state):
-        return 'openmmlab'
-    if any(_BACKBONE_KEY.match(k) for k in state):
-        return 'backbone'
-    return 'unknown'
-
-
-def rename_reference_key(key: str) -> Optional[str]:
-    """mmspm's name of a reference backbone key; None if it is not one."""
-    if key == 'cls_token' or key.startswith('norm.'):
-        return key
-    if not _REFERENCE_KEY.match(key):
-        return None
-    for pattern, repl in REFERENCE_RULES:
-        key = pattern.sub(repl, key)
-    return key
-
-
-def convert_reference(state: dict) -> 'OrderedDict[str, Tensor]':
-    """A reference-layout state dict in mmpretrain's ``ImageClassifier``
-    layout (``backbone.*``, ``head.fc.*``), the tensors unchanged and in order.
-    Detectors and segmentors hold their backbone under ``backbone.`` too."""
-    out = OrderedDict()
-    for k, v in state.items():
-        if k.startswith('head.'):
-            out['head.fc.' + k[len('head.'):]] = v
-        elif (new := rename_reference_key(k)) is not None:
-            out['backbone.' + new] = v
-        else:
-            raise CheckpointError(
-                f'Reference-layout checkpoint has a key mmspm cannot map: '
-                f'{k!r} (expected patch_embed*, pos_embed*, block*, norm.*, '
-                f'cls_token, head.*). Is it an SPM-PVT checkpoint?')
-    return out
-
-
-def split_checkpoint(state: dict) -> tuple[dict, dict, str]:
-    """(backbone state, classifier-head state ``{'fc.weight', ...}``, layout)."""
-    layout = detect_layout(state)
-    if layout == 'reference':
-        state = convert_reference(state)
-    backbone, head = OrderedDict(), OrderedDict()
-    if layout == 'backbone':
-        backbone = OrderedDict(state)
-    elif layout in ('reference', 'openmmlab'):
-        for k, v in state.items():
-            if k.startswith('backbone.'):
-                backbone[k[len('backbone.'):]] = v
-            elif k.startswith('head.fc.'):
-                head[k[len('head.'):]] = v
-    return backbone, head, layout
-
-
-def stage_depths(state: dict, prefix: str = '') -> tuple[int, ...]:
-    """Blocks per stage in an mmspm-named state dict."""
-    return tuple(
-        len({k[len(prefix):].split('.')[2] for k in state
-             if k.startswith(f'{prefix}stages.{i}.')}) for i in range(4))
-
-
-def arch_of(depths: tuple[int, ...]) -> Optional[str]:
-    """The SPM-PVT size with these blocks per stage, if any."""
-    return next((n for n, a in ARCH_SETTINGS.items() if a['depths'] == depths), None)
-
-
-# PVT v1 (no SPM): the official release keys (patch_embed{2,3,4}.proj.* are
-# the convolutions SPM replaces) and mmdet's PyramidVisionTransformer keys.
-_PVT_V1_KEY = re.compile(r'^(backbone\.)?(patch_embed[2-4]\.proj\.|layers\.[1-3]\.0\.projection\.)')
-_MMDET_PVT_KEY = re.compile(r'^layers\.(\d)\.(\d)\.(.*)$')
-# SPM-PVT's SPM layers: what it has instead of PVT v1's stage 2-4 embeddings.
-_SPM_KEY = re.compile(r'^patch_embeds\.[1-3]\.')
-_MMDET_PVT_BLOCK_RULES = [
-    (re.compile(r'^attn\.attn\.out_proj\.'), 'attn.proj.'),
-    (re.compile(r'^ffn\.layers\.0\.'), 'mlp.fc1.'),
-    (re.compile(r'^ffn\.layers\.3\.'), 'mlp.fc2.'),
-]
-
-
-def is_pvt_v1(state: dict) -> bool:
-    """Whether ``state`` holds a PVT v1 backbone (official or mmdet layout,
-    bare or in a detector/segmentor), which has convolutions where SPM-PVT
-    has SPM."""
-    return any(_PVT_V1_KEY.match(k) for k in state)
-
-
-def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
-    """The tensors of a PVT v1 checkpoint that SPM-PVT shares, under mmspm's
-    names, and the keys left out (the stage 2-4 patch embeddings SPM
-    replaces, mmdet's per-stage norms, the classifier head).
-
-    Takes the official layout (the authors' key names, ``patch_embed2.proj``)
-    and mmdet's ``PyramidVisionTransformer`` layout (``layers.{i}...``, whose
-    ``in_proj`` packs ``q`` and ``kv`` and whose MLP is two 1x1 convolutions),
-    bare or under ``backbone.``.
-    """
-    state = backbone_of(state)
-    out, left_out = OrderedDict(), []
-    for k, v in state.items():
-        if (m := _MMDET_PVT_KEY.match(k)) is None:
-            new = rename_reference_key(k)
-            if new is None or _SPM_KEY.match(new):
-                left_out.append(k)
-            else:
-                out[new] = v
-            continue
-        stage, part, rest = int(m[1]), int(m[2]), m[3]
-        if part == 0 and stage == 0:
-            out['patch_embeds.0.' + rest.replace('projection.', 'proj.')] = v
-        elif part == 1 and rest == '0.pos_embed':
-            out[f'pos_embeds.{stage}'] = v
-        elif part == 1:
-            block, name = rest.split('.', 1)
-            prefix = f'stages.{stage}.{int(block) - 1}.'
-            if name.startswith('attn.attn.in_proj_'):
-                kind = name[len('attn.attn.in_proj_'):]
-                dim = v.shape[0] // 3
-                out[f'{prefix}attn.q.{kind}'] = v[:dim]
-                out[f'{prefix}attn.kv.{kind}'] = v[dim:]
-                continue
-            for pattern, repl in _MMDET_PVT_BLOCK_RULES:
-                name = pattern.sub(repl, name)
-            out[prefix + name] = v.flatten(1) if name.startswith('mlp.') and v.dim() == 4 else v
-        else:
-            left_out.append(k)
-    return out, left_out
+ARCH_SETTINGS = {name: dict(_PVT_V1, depths=depths) for name, depths in ARCH_DEPTHS.items()}
 
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``."""
+    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``.
+
+    Padded always (by 0 when the size is a multiple) and with floor divisions,
+    not ``%``: no Python branch on the size, so a captured graph (compile,
+    export) holds for every size, and inductor's symbolic shapes take it.
+    """
     H, W = x.shape[-2:]
-    pad_h, pad_w = -H % multiple, -W % multiple
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+    pad_h = (H + multiple - 1) // multiple * multiple - H
+    pad_w = (W + multiple - 1) // multiple * multiple - W
+    return F.pad(x, (0, pad_w, 0, pad_h))
 
 
 def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
-    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``.
+    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``
+    (``align_corners=False``, in float32 for half-precision embeddings).
 
-    As the reference: untouched when the token count already matches,
-    otherwise ``align_corners=False`` (in float32 for half-precision
-    embeddings).
+    Always resized: at ``H == W == grid`` the interpolation is the identity
+    (every weight 1 or 0), and with no branch on the size a captured graph
+    holds for every size. (The reference skips it whenever ``H * W`` equals
+    ``grid * grid``, also for a ``grid/2 x 2*grid`` map, whose embedding it
+    then reads as the wrong grid; this follows the spec: interpolated
+    whenever the grid differs.)
     """
-    if H * W == grid * grid:
-        return pos_embed
     pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
     pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
     return pos.flatten(2).transpose(1, 2).to(pos_embed.dtype)
+
+
+def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
+    """A LayerNorm over ``dim`` channels: the reference's (with ``eps``) when
+    ``norm_cfg`` is None, otherwise built from ``norm_cfg`` (mmcv's
+    ``build_norm_layer``), which must give a LayerNorm: the norms of SPM-PVT
+    normalise tokens."""
+    if norm_cfg is None:
+        return nn.LayerNorm(dim, eps=eps)
+    norm = build_norm_layer(norm_cfg, dim)[1]
+    if not isinstance(norm, nn.LayerNorm):
+        raise ValueError(f'SPMPVT: norm_cfg={norm_cfg!r} builds a {type(norm).__name__}; '
+                         f"PVT's norms normalise tokens, so it must be a LayerNorm "
+                         f"(type='LN').")
+    return norm
 
 
 class PatchEmbed(nn.Module):
@@ -213,14 +84,16 @@ class PatchEmbed(nn.Module):
 
     Inputs whose sides are not multiples of 4 are zero-padded at the
     bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
+    ``norm_cfg``: see :func:`layer_norm` (default None: eps 1e-5).
     """
 
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4) -> None:
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4,
+                 norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
-        self.norm = nn.LayerNorm(embed_dims)
+        self.norm = layer_norm(embed_dims, norm_cfg, eps=1e-5)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -239,18 +112,25 @@ class SpatialReductionAttention(nn.Module):
 
     Maps smaller than ``sr_ratio`` (tiny inputs) or not divisible by it are
     zero-padded at the bottom/right, so every size has keys.
+
+    Args (defaults: the reference's): ``qkv_bias`` (True): biases of ``q``
+    and ``kv``; ``attn_drop`` (0): dropout on the attention weights while
+    training; ``norm_cfg`` (None: eps 1e-5): the norm after ``sr``, see
+    :func:`layer_norm`.
     """
 
-    def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int, qkv_bias: bool = True,
+                 attn_drop: float = 0., norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
-            self.norm = nn.LayerNorm(dim)
+            self.norm = layer_norm(dim, norm_cfg, eps=1e-5)
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         B, N, C = x.shape
@@ -265,16 +145,19 @@ class SpatialReductionAttention(nn.Module):
         else:
             kv = x
         k, v = self.kv(kv).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
 class Mlp(nn.Module):
+    """fc1, activation (``act_cfg``, default GELU), fc2, with dropout ``drop``."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.) -> None:
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.,
+                 act_cfg: Optional[dict] = None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
+        self.act = build_activation_layer(act_cfg or dict(type='GELU'))
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
@@ -283,15 +166,23 @@ class Mlp(nn.Module):
 
 
 class PVTBlock(nn.Module):
-    """PVT v1 encoder block: pre-norm SRA and MLP, each with stochastic depth."""
+    """PVT v1 encoder block: pre-norm SRA and MLP, each with stochastic depth.
+
+    ``qkv_bias``, ``attn_drop``: see :class:`SpatialReductionAttention`;
+    ``act_cfg``: see :class:`Mlp`; ``norm_cfg`` (None: the reference's, eps
+    1e-6 here): every norm of the block, see :func:`layer_norm`.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int,
-                 drop: float = 0., drop_path: float = 0.) -> None:
+                 drop: float = 0., drop_path: float = 0., qkv_bias: bool = True,
+                 attn_drop: float = 0., act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, dim * mlp_ratio, drop)
+        self.norm1 = layer_norm(dim, norm_cfg, eps=1e-6)
+        self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attn_drop,
+                                              norm_cfg)
+        self.norm2 = layer_norm(dim, norm_cfg, eps=1e-6)
+        self.mlp = Mlp(dim, dim * mlp_ratio, drop, act_cfg)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
 
@@ -300,31 +191,117 @@ class PVTBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+@contextmanager
+def _batchnorm_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Restores the running statistics of ``module``'s BatchNorms on exit:
+    recomputing a forward pass (``with_cp``) in training mode would update
+    them a second time."""
+    bns = [m for m in module.modules()
+           if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
+             for m in bns]
+    try:
+        yield
+    finally:
+        for m, values in zip(bns, saved):
+            for buffer, value in zip((m.running_mean, m.running_var,
+                                      m.num_batches_tracked), values):
+                buffer.copy_(value)
+
+
+def _recomputation_contexts(module: nn.Module) -> tuple[AbstractContextManager, ...]:
+    """``torch.utils.checkpoint``'s ``context_fn``: nothing around the first
+    forward pass, the BatchNorm statistics kept around its recomputation."""
+    return nullcontext(), _batchnorm_statistics_kept(module)
+
+
+# Arguments of mmdet's PyramidVisionTransformer (PVT v1) that SPMPVT can only
+# take at these values, and why.
+_FIXED_PVT_V1_ARGS = dict(
+    num_stages=(4, 'SPM-PVT has four stages'),
+    patch_sizes=((4, 2, 2, 2), 'stage 1 embeds 4x4 patches and stages 2-4 start with '
+                 'Stepwise Patch Merging, which merges 2x2 windows'),
+    strides=((4, 2, 2, 2), 'stage 1 embeds with stride 4 and Stepwise Patch Merging '
+             'halves the map (stride 2)'),
+    paddings=((0, 0, 0, 0), 'the stage-1 embedding and SPM pad odd sizes by themselves '
+              '(bottom/right), so there is no padding to choose'),
+    use_abs_pos_embed=(True, 'SPM-PVT adds a position embedding in every stage, as the '
+                       'SPM reference does'),
+    norm_after_stage=(False, 'SPM-PVT has no per-stage output norm (neither has PVT v1)'),
+    use_conv_ffn=(False, "SPM-PVT's blocks have PVT v1's Linear MLP; a convolutional FFN "
+                  'is PVTv2 (use SPMPVTv2)'),
+)
+# Short arch names, as in the config names (spm-pvt-t, ...).
+ARCH_ALIASES = dict(t='tiny', s='small', m='medium', l='large')
+
+
 class SPMPVT(BaseModule):
     """PVT v1 whose stage 2-4 patch embeddings are Stepwise Patch Merging.
 
+    Takes the arguments of mmdet's ``PyramidVisionTransformer`` too, so that
+    mmdet's PVT v1 configs build it with only ``type='SPMPVT'``.
+
     Args:
-        arch: 'tiny', 'small', 'medium', 'large', or a dict with the keys
-            ``embed_dims``, ``num_heads``, ``mlp_ratios``, ``depths`` and
-            ``sr_ratios`` (four entries each).
-        in_channels: Image channels.
-        out_indices: Stages whose outputs are returned.
-        drop_rate: Dropout after the position embedding and in the blocks.
-        drop_path_rate: Stochastic depth, increasing linearly over all blocks.
+        arch: 'tiny', 'small', 'medium', 'large' (or 't', 's', 'm', 'l'), or
+            a dict with the keys ``embed_dims``, ``num_heads``,
+            ``mlp_ratios``, ``depths`` and ``sr_ratios`` (four entries each).
+            Defaults to 'tiny'; the PVT v1 arguments below replace its fields.
+        in_channels: Image channels. Defaults to 3.
+        out_indices: Stages whose outputs are returned. Defaults to all four.
+        drop_rate: Dropout after the position embedding, after the attention
+            and in the MLP. Defaults to 0.
+        drop_path_rate: Stochastic depth, increasing linearly over all
+            blocks. Defaults to 0.1.
         with_cls_token: The reference classification forward: a cls token in
             stage 4 and a final LayerNorm; the stage-4 output is then the
             normed cls token ``(B, C4)`` for mmpretrain's ``LinearClsHead``.
-            Otherwise (dense mode) every output is an NCHW map, strides
-            4/8/16/32.
+            Otherwise (dense mode, the default) every output is an NCHW map,
+            strides 4/8/16/32.
         frozen_stages: Stages 1..n are frozen (patch embedding, position
-            embedding, blocks); 0 freezes only stage 1's patch and position
-            embedding; -1 freezes nothing.
-        norm_eval: Keep BatchNorm layers (in SPM) in eval mode while training.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an
-            ImageNet checkpoint in any layout :func:`detect_layout` knows,
-            from a path, URL or any scheme mmengine's CheckpointLoader reads;
-            with ``from_pvt_v1=True``, a PVT v1 checkpoint for everything but
-            the SPM layers (:meth:`load_pretrained`).
+            embedding, blocks; eval mode, no gradients) from construction on;
+            0 freezes only stage 1's patch and position embedding; -1 (the
+            default) freezes nothing.
+        norm_eval: Keep the BatchNorm layers (in SPM) in eval mode while
+            training. Defaults to False.
+        init_cfg: None (the default: the reference initialisation), or a
+            dict or a list of dicts as mmengine documents: Kaiming,
+            TruncNormal, Constant, ... apply to the layers they name, over
+            the reference initialisation; ``dict(type='Pretrained',
+            checkpoint=..., prefix=None, from_pvt_v1=False)`` loads a
+            checkpoint over all of them (:meth:`load_pretrained`). A dict
+            with ``checkpoint`` and no ``type`` (mmdet's PVT configs) is a
+            ``Pretrained`` one.
+        with_cp: Recompute the activations of the blocks and the SPM layers
+            in the backward pass instead of keeping them
+            (``torch.utils.checkpoint``). Defaults to False.
+        pretrain_img_size: The (square) input size the position embeddings
+            are learnt for. Defaults to 224.
+        embed_dims: mmdet's base width: stage ``i`` is ``embed_dims *
+            num_heads[i]`` wide (when this or ``num_heads`` is given; the
+            base defaults to 64). Defaults to None: the arch's widths.
+        num_layers, num_heads, mlp_ratios, sr_ratios: Blocks, attention
+            heads, MLP ratios and spatial-reduction ratios per stage.
+            Default None: the arch's.
+        qkv_bias: Biases of the blocks' ``q`` and ``kv`` projections.
+            Defaults to True.
+        attn_drop_rate: Dropout on the blocks' attention weights. Defaults
+            to 0.
+        act_cfg: The MLPs' activation (mmcv). Defaults to GELU.
+        norm_cfg: Every LayerNorm of the PVT part (stage-1 embedding, blocks,
+            spatial reduction, final norm), as mmdet's ``norm_cfg`` (e.g.
+            ``dict(type='LN', eps=1e-6)``). Defaults to None: the reference's
+            (eps 1e-6 in the blocks and the final norm, 1e-5 in the stage-1
+            embedding and after the spatial reduction). SPM's own norms stay.
+        num_stages, patch_sizes, strides, paddings, use_abs_pos_embed,
+            norm_after_stage, use_conv_ffn: mmdet's; only the values SPM-PVT
+            has are possible (4, [4, 2, 2, 2], [4, 2, 2, 2], [0, 0, 0, 0],
+            True, False, False: the defaults); others are refused, naming why.
+        pretrained: mmdet's deprecated path of a checkpoint: a ``Pretrained``
+            ``init_cfg``. Defaults to None.
+        convert_weights: mmdet's switch for converting the PVT authors'
+            layout. SPMPVT recognises the layout of what it loads (SPM-PVT's
+            authors', mmspm's, PVT v1's official and mmdet's) and converts
+            whenever needed, so both values load the same. Defaults to True.
 
     Parameter names map the authors' checkpoint layout by renaming alone:
     ``patch_embed{i}.(spm.)`` -> ``patch_embeds.{i-1}.``, ``pos_embed{i}`` ->
@@ -341,9 +318,38 @@ class SPMPVT(BaseModule):
                  with_cls_token: bool = False,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+                 init_cfg: InitCfg = None,
+                 with_cp: bool = False,
+                 pretrain_img_size: int = 224,
+                 embed_dims: Optional[int] = None,
+                 num_layers: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 mlp_ratios: Optional[Sequence[int]] = None,
+                 sr_ratios: Optional[Sequence[int]] = None,
+                 qkv_bias: bool = True,
+                 attn_drop_rate: float = 0.,
+                 act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 num_stages: int = 4,
+                 patch_sizes: Sequence[int] = (4, 2, 2, 2),
+                 strides: Sequence[int] = (4, 2, 2, 2),
+                 paddings: Sequence[int] = (0, 0, 0, 0),
+                 use_abs_pos_embed: bool = True,
+                 norm_after_stage: bool = False,
+                 use_conv_ffn: bool = False,
+                 pretrained: Optional[str] = None,
+                 convert_weights: bool = True) -> None:
+        super().__init__(init_cfg=self._init_cfg(init_cfg, pretrained))
+        fixed = dict(num_stages=num_stages, patch_sizes=patch_sizes, strides=strides,
+                     paddings=paddings, use_abs_pos_embed=use_abs_pos_embed,
+                     norm_after_stage=norm_after_stage, use_conv_ffn=use_conv_ffn)
+        for name, value in fixed.items():
+            possible, why = _FIXED_PVT_V1_ARGS[name]
+            if (tuple(value) if isinstance(value, (list, tuple)) else value) != possible:
+                raise ValueError(f'SPMPVT: {name}={value!r} cannot be honoured: {why}; '
+                                 f'only {name}={possible!r} is possible.')
+        self.arch_settings = self._settings(arch, embed_dims, num_layers, num_heads,
+                                            mlp_ratios, sr_ratios)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         out_indices = tuple(out_indices)
@@ -356,17 +362,26 @@ class SPMPVT(BaseModule):
         if with_cls_token and self.arch_settings['sr_ratios'][3] != 1:
             raise ValueError('SPMPVT: with_cls_token needs sr_ratios[3] == 1 '
                              '(the cls token cannot be spatially reduced).')
+        size = pretrain_img_size
+        if isinstance(size, (list, tuple)) and len(set(size)) == 1:
+            size = size[0]
+        if not isinstance(size, int) or size < 32:
+            raise ValueError(f'SPMPVT: pretrain_img_size must be one side of a square '
+                             f'input of at least 32 pixels (the position embeddings '
+                             f'are square grids), got {pretrain_img_size!r}.')
+        self.pretrain_grids = tuple(size // 2**(i + 2) for i in range(4))
         self.in_channels = in_channels
         self.out_indices = out_indices
         self.with_cls_token = with_cls_token
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.with_cp = with_cp
         self.embed_dims = dims
 
-        self.patch_embeds = nn.ModuleList([PatchEmbed(in_channels, dims[0])] + [
-            StepwisePatchMerging(dims[i - 1], dims[i]) for i in range(1, 4)
-        ])
-        num_pos = [g * g for g in PRETRAIN_GRIDS]
+        self.patch_embeds = nn.ModuleList(
+            [PatchEmbed(in_channels, dims[0], norm_cfg=norm_cfg)] +
+            [StepwisePatchMerging(dims[i - 1], dims[i]) for i in range(1, 4)])
+        num_pos = [g * g for g in self.pretrain_grids]
         if with_cls_token:
             num_pos[3] += 1
         self.pos_embeds = nn.ParameterList(
@@ -380,10 +395,11 @@ class SPMPVT(BaseModule):
                 PVTBlock(dims[i], self.arch_settings['num_heads'][i],
                          self.arch_settings['mlp_ratios'][i],
                          self.arch_settings['sr_ratios'][i], drop_rate,
-                         dpr[start + j]) for j in range(depth)))
+                         dpr[start + j], qkv_bias, attn_drop_rate, act_cfg, norm_cfg)
+                for j in range(depth)))
         if with_cls_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[3]))
-            self.norm = nn.LayerNorm(dims[3], eps=1e-6)
+            self.norm = layer_norm(dims[3], norm_cfg, eps=1e-6)
         self._freeze_stages()
         # Every load of the backbone's keys (init_cfg, load_from, resume, plain
         # load_state_dict) fits dense/cls and position-embedding differences
@@ -391,13 +407,59 @@ class SPMPVT(BaseModule):
         self._register_load_state_dict_pre_hook(self._prepare_state)
 
     @staticmethod
+    def _init_cfg(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
+        """``init_cfg`` with mmdet's PVT spellings of a checkpoint (a dict with
+        ``checkpoint`` and no ``type``; ``pretrained=PATH``) as ``Pretrained``."""
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('SPMPVT: give the checkpoint either as init_cfg or as '
+                                 'pretrained (deprecated), not both.')
+            if not isinstance(pretrained, str):
+                raise TypeError(f'SPMPVT: pretrained must be a path or URL, got '
+                                f'{pretrained!r}.')
+            warnings.warn('SPMPVT: pretrained is deprecated (as in mmdet); use '
+                          "init_cfg=dict(type='Pretrained', checkpoint=...).")
+            return dict(type='Pretrained', checkpoint=pretrained)
+
+        def typed(cfg):
+            if isinstance(cfg, dict) and 'type' not in cfg and 'checkpoint' in cfg:
+                return dict(cfg, type='Pretrained')
+            return cfg
+
+        if isinstance(init_cfg, (list, tuple)):
+            return [typed(c) for c in init_cfg]
+        return typed(init_cfg)
+
+    @staticmethod
+    def _settings(arch: Union[str, dict], embed_dims: Optional[int], num_layers, num_heads,
+                  mlp_ratios, sr_ratios) -> dict:
+        """The arch's fields, those that the PVT v1 arguments give replaced."""
+        settings = dict(SPMPVT._parse_arch(arch))
+        given = dict(depths=num_layers, num_heads=num_heads, mlp_ratios=mlp_ratios,
+                     sr_ratios=sr_ratios)
+        for (field, value), name in zip(given.items(), ('num_layers', 'num_heads',
+                                                        'mlp_ratios', 'sr_ratios')):
+            if value is None:
+                continue
+            if len(value) != 4:
+                raise ValueError(f'SPMPVT: {name} needs four entries (one per stage), '
+                                 f'got {value!r}.')
+            settings[field] = tuple(value)
+        if embed_dims is not None or num_heads is not None:
+            base = 64 if embed_dims is None else embed_dims
+            settings['embed_dims'] = tuple(base * h for h in settings['num_heads'])
+        return settings
+
+    @staticmethod
     def _parse_arch(arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
-            if arch.lower() not in ARCH_SETTINGS:
+            name = ARCH_ALIASES.get(arch.lower(), arch.lower())
+            if name not in ARCH_SETTINGS:
                 raise ValueError(f'SPMPVT: unknown arch {arch!r}; choose one of '
-                                 f'{sorted(ARCH_SETTINGS)} or pass a dict with '
-                                 f'the keys {sorted(_PVT_V1) + ["depths"]}.')
-            return ARCH_SETTINGS[arch.lower()]
+                                 f'{sorted(ARCH_SETTINGS)} (or {sorted(ARCH_ALIASES)}) '
+                                 f'or pass a dict with the keys '
+                                 f'{sorted(_PVT_V1) + ["depths"]}.')
+            return ARCH_SETTINGS[name]
         keys = set(_PVT_V1) | {'depths'}
         if not isinstance(arch, dict) or set(arch) != keys:
             raise ValueError(f'SPMPVT: a custom arch must be a dict with exactly '
@@ -422,8 +484,8 @@ class SPMPVT(BaseModule):
             print_log(f'SPMPVT: {note}', logger='current')
         own = self.state_dict()
         check_shapes(own, state, prefix)
-        self._check_depths(state, prefix)
-        self._check_coverage(own, state, prefix)
+        check_depths(state, prefix, tuple(len(stage) for stage in self.stages))
+        check_coverage(own, state, prefix)
 
     def _adapt_state(self, state: dict, prefix: str) -> list[str]:
         notes = []
@@ -458,62 +520,40 @@ class SPMPVT(BaseModule):
                 notes.append(f'dropped the cls entry of {key} (dense mode)')
         return notes
 
-    def _check_depths(self, state: dict, prefix: str) -> None:
-        """Blocks per stage must agree: all SPM-PVT sizes share every tensor
-        shape, so a checkpoint of another size would otherwise half-load."""
-        found = stage_depths(state, prefix)
-        own = tuple(len(stage) for stage in self.stages)
-        if any(found) and found != own:
-            raise CheckpointError(
-                f'The checkpoint has {found} blocks per stage, the model {own}: '
-                f'it is SPM-PVT-{arch_of(found) or "?"}, not this arch (check '
-                f'`arch`; stage keys {prefix}stages.*).')
-
-    @staticmethod
-    def _check_coverage(own: dict, state: dict, prefix: str,
-                        min_fraction: float = 0.5) -> None:
-        matched = sum(k[len(prefix):] in own for k in state if k.startswith(prefix))
-        if matched < min_fraction * len(own):
-            raise CheckpointError(
-                f'Only {matched} of the {len(own)} SPMPVT weights are in the '
-                f'checkpoint: it is not an SPM-PVT checkpoint (a ResNet one, '
-                f'say). Expected the reference layout, an mmpretrain/mmdet/mmseg '
-                f'checkpoint with backbone.* keys, or a bare SPMPVT state dict; '
-                f'PVT v1 checkpoints load with from_pvt_v1=True in init_cfg.')
-
-    def load_pretrained(self, filename: str,
-                        from_pvt_v1: bool = False) -> tuple[list[str], list[str]]:
-        """Load a checkpoint of any layout :func:`detect_layout` knows from
-        anything mmengine's CheckpointLoader reads (paths, URLs, schemes).
+    def load_pretrained(self, filename: str, from_pvt_v1: bool = False,
+                        prefix: Optional[str] = None) -> tuple[list[str], list[str]]:
+        """Load a checkpoint of any layout :func:`.spm_pvt_checkpoints.detect_layout`
+        knows from anything mmengine's CheckpointLoader reads (paths, URLs,
+        schemes); with ``prefix`` (default None), only its tensors under
+        ``prefix`` (removed), as mmengine's ``Pretrained`` init reads them.
 
         ``from_pvt_v1``: the checkpoint is PVT v1's (official or mmdet layout,
-        see :func:`convert_pvt_v1`); every tensor SPM-PVT shares with it is
-        loaded and the SPM layers keep their values from before the load.
-        Without it a PVT v1 checkpoint is refused, so that one given by
-        mistake for an SPM-PVT one does not leave the SPM layers untrained
-        unnoticed.
+        see :func:`.spm_pvt_checkpoints.convert_pvt_v1`); every tensor SPM-PVT
+        shares with it is loaded and the SPM layers keep their values from
+        before the load. Without it a PVT v1 checkpoint is refused, so that
+        one given by mistake for an SPM-PVT one does not leave the SPM layers
+        untrained unnoticed.
 
         Returns (and logs) the missing and the unexpected keys; missing
         tensors keep their values from before the load.
         """
         state = unwrap(load_checkpoint(filename))
-        if from_pvt_v1:
-            return self._load_pvt_v1(filename, state)
-        if is_pvt_v1(state):
-            raise CheckpointError(
-                f'{filename!r} is a PVT v1 checkpoint: its stage 2-4 patch '
-                f'embeddings are convolutions where SPM-PVT has SPM layers, so '
-                f'those would stay untrained. To start SPM-PVT from PVT v1 '
-                f'weights on purpose, say so: init_cfg=dict(type=\'Pretrained\', '
-                f'checkpoint=..., from_pvt_v1=True).')
-        backbone, _, layout = split_checkpoint(state)
-        if layout == 'unknown':
-            raise CheckpointError(
-                f'{filename!r} is in no layout mmspm knows (no patch_embed*/'
-                f'block* reference keys, no backbone.* keys, no patch_embeds.* '
-                f'keys).')
+        if prefix:
+            state = with_prefix(state, prefix, filename)
+        backbone, layout, left_out = pretrained_backbone(state, filename, from_pvt_v1)
         missing, unexpected = self.load_state_dict(backbone, strict=False)
         total = len(self.state_dict())
+        if from_pvt_v1:
+            spm = check_pvt_v1_fit(filename, missing, unexpected)
+            print_log(f'SPMPVT: initialised from the PVT v1 checkpoint {filename}: '
+                      f'{total - len(spm)} of {total} tensors from the checkpoint '
+                      f'(stage-1 patch embedding, position embeddings, blocks'
+                      f'{", cls token, final norm" if self.with_cls_token else ""}); '
+                      f'{len(spm)} tensors of the SPM layers (patch_embeds.1-3) at '
+                      f'SPM-PVT\'s own initialisation; not used: {len(left_out)} '
+                      f'checkpoint tensors (PVT\'s stage 2-4 patch embeddings, '
+                      f'head)', logger='current')
+            return missing, unexpected
         left = ' (left at SPMPVT\'s own initialisation)' if missing else ''
         print_log(f'SPMPVT: loaded {filename} ({layout} layout): '
                   f'{total - len(missing)} of {total} backbone tensors; missing '
@@ -522,46 +562,56 @@ class SPMPVT(BaseModule):
                   level=30 if missing or unexpected else 20)
         return missing, unexpected
 
-    def _load_pvt_v1(self, filename: str, state: dict) -> tuple[list[str], list[str]]:
-        if not is_pvt_v1(state):
-            raise CheckpointError(
-                f'from_pvt_v1=True but {filename!r} is not a PVT v1 checkpoint '
-                f'(no patch_embed2.proj.* or layers.1.0.projection.* keys); drop '
-                f'from_pvt_v1 for SPM-PVT checkpoints.')
-        backbone, left_out = convert_pvt_v1(state)
-        missing, unexpected = self.load_state_dict(backbone, strict=False)
-        spm = [k for k in missing if _SPM_KEY.match(k)]
-        if len(spm) != len(missing) or unexpected:
-            raise CheckpointError(
-                f'{filename!r} is not a PVT v1 checkpoint of this size: SPM-PVT '
-                f'tensors missing from it: {sorted(set(missing) - set(spm))[:8]}; '
-                f'tensors with no place in SPM-PVT: {unexpected[:8]} (check '
-                f'`arch`).')
-        total = len(self.state_dict())
-        print_log(f'SPMPVT: initialised from the PVT v1 checkpoint {filename}: '
-                  f'{total - len(spm)} of {total} tensors from the checkpoint '
-                  f'(stage-1 patch embedding, position embeddings, blocks'
-                  f'{", cls token, final norm" if self.with_cls_token else ""}); '
-                  f'{len(spm)} tensors of the SPM layers (patch_embeds.1-3) at '
-                  f'SPM-PVT\'s own initialisation; not used: {len(left_out)} '
-                  f'checkpoint tensors (PVT\'s stage 2-4 patch embeddings, '
-                  f'head)', logger='current')
-        return missing, unexpected
-
     def init_weights(self) -> None:
-        """SPM-PVT's own initialisation (the reference's), then the
-        ``Pretrained`` checkpoint of ``init_cfg`` over it."""
-        pretrained = (self.init_cfg or {}).get('type') == 'Pretrained'
-        if not pretrained:
-            super().init_weights()
+        """Initialise as ``init_cfg`` says, as mmengine documents it (a dict or
+        a list of dicts): the reference initialisation first (the SPM
+        reference's for every layer, position embeddings and cls token
+        truncated normal, std 0.02), then every entry but ``Pretrained``
+        (Kaiming, TruncNormal, Constant, ...) on the layers it names, then
+        the ``Pretrained`` checkpoint over all of them
+        (:meth:`load_pretrained`, with its ``prefix`` and ``from_pvt_v1``).
+        What the entries do not touch keeps the reference initialisation."""
+        cfgs = init_cfg_list(self.init_cfg, type(self).__name__)
+        pretrained = [c for c in cfgs if is_pretrained(c)]
+        if len(pretrained) > 1:
+            raise ValueError(f'SPMPVT: init_cfg names {len(pretrained)} Pretrained '
+                             f'checkpoints; give one.')
         reference_init(self)
         for pos in self.pos_embeds:
             trunc_normal_(pos, std=.02)
         if self.with_cls_token:
             trunc_normal_(self.cls_token, std=.02)
-        if pretrained:
-            self.load_pretrained(self.init_cfg['checkpoint'],
-                                 self.init_cfg.get('from_pvt_v1', False))
+        others = [c for c in cfgs if not is_pretrained(c)]
+        if others:
+            initialize(self, others)
+        for cfg in pretrained:
+            self.load_pretrained(cfg['checkpoint'], cfg.get('from_pvt_v1', False),
+                                 cfg.get('prefix'))
+        self._is_init = True
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple[int, int]:
+        """The layer-wise depth of a parameter and the number of depths, for
+        mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` (as
+        mmpretrain's ``SwinTransformer.get_layer_depth``): the stage-1
+        embedding (and position embedding) at 0, block ``j`` of stage ``i``
+        at ``sum(depths[:i]) + j + 1``, the SPM layer, position embedding
+        (and cls token) of stage ``i`` at the depth of the block before them,
+        and the rest (the final norm; names outside ``prefix``, as the head)
+        at ``num_layers - 1``, where ``num_layers = sum(depths) + 2``."""
+        depths = [len(stage) for stage in self.stages]
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):].split('.')
+        if name[0] in ('patch_embeds', 'pos_embeds'):
+            depth = sum(depths[:int(name[1])])
+        elif name[0] == 'stages':
+            depth = sum(depths[:int(name[1])]) + int(name[2]) + 1
+        elif name[0] == 'cls_token':
+            depth = sum(depths[:3])
+        else:
+            depth = num_layers - 1
+        return depth, num_layers
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
@@ -582,15 +632,23 @@ class SPMPVT(BaseModule):
                     m.eval()
         return self
 
+    def _run(self, module: nn.Module, *args) -> Tensor:
+        """``module(*args)``; with ``with_cp`` (while gradients are recorded)
+        recomputed in the backward pass instead of keeping its activations."""
+        if self.with_cp and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False,
+                              context_fn=partial(_recomputation_contexts, module))
+        return module(*args)
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         outs = []
         B = x.shape[0]
         for i, (embed, blocks) in enumerate(zip(self.patch_embeds, self.stages)):
-            x = embed(x)
+            x = self._run(embed, x)
             H, W = x.shape[-2:]
             x = x.flatten(2).transpose(1, 2)
             pos = self.pos_embeds[i]
-            grid = PRETRAIN_GRIDS[i]
+            grid = self.pretrain_grids[i]
             if self.with_cls_token and i == 3:
                 x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)
                 pos = torch.cat([pos[:, :1], resize_pos_embed(pos[:, 1:], grid, H, W)], 1)
@@ -598,7 +656,7 @@ class SPMPVT(BaseModule):
                 pos = resize_pos_embed(pos, grid, H, W)
             x = self.pos_drop(x + pos)
             for block in blocks:
-                x = block(x, (H, W))
+                x = self._run(block, x, (H, W))
             if self.with_cls_token and i == 3:
                 x = self.norm(x)[:, 0]
             else:

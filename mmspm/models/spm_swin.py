@@ -2,47 +2,87 @@
 its patch merging between stages."""
 import re
 from collections import OrderedDict
+from typing import Optional
 
-from mmdet.models.backbones.swin import SwinTransformer, swin_converter
+from mmdet.models.backbones.swin import SwinTransformer
 from torch import Tensor
 
+from . import swin_checkpoints
 from .spm_plugin import SPMPluginMixin
 
 
-class SPMSwinTransformer(SPMPluginMixin, SwinTransformer):
-    """mmdet's ``SwinTransformer`` (same arguments, defaults and parameter
-    names; Swin-T/S/B through ``embed_dims``, ``depths`` and ``num_heads``)
-    whose ``PatchMerging`` at the end of stages 1-3 is SPM: C -> 2C channels,
-    ``ceil(H/2) x ceil(W/2)`` tokens, under the same names
-    (``stages.{i}.downsample``).
-
-    Dense mode (``out_indices=(0, 1, 2, 3)``): four normed NCHW maps, strides
-    4/8/16/32. As an mmpretrain classifier backbone: ``out_indices=(3,)`` with
-    ``GlobalAveragePooling`` and ``LinearClsHead``.
-
-    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` takes an mmdet or
-    mmpretrain Swin checkpoint (bare, or with ``backbone.`` keys), one in the
-    Swin authors' layout, or an SPM-Swin one (:meth:`load_pretrained`).
-    """
+class SwinPluginMixin(SPMPluginMixin):
+    """What mmdet's and mmpretrain's SPM-Swin share: SPM in place of the
+    ``PatchMerging`` at the end of stages 1-3 (``stages.{i}.downsample``, C ->
+    2C channels, ``ceil(H/2) x ceil(W/2)`` tokens), and checkpoints of any
+    Swin layout (:mod:`.swin_checkpoints`)."""
 
     spm_key = re.compile(r'^stages\.\d+\.downsample\.')
-    # mmdet's norm{i} after each output stage; the authors' final `norm`.
-    optional_key = re.compile(r'^norm\d?\.')
+    # Output norms: mmdet's norm{i} after each output stage, mmpretrain's
+    # after out_indices (norm3 in classifiers).
+    optional_key = re.compile(r'^norm\d\.')
+    recomputed_key = swin_checkpoints.RECOMPUTED_KEY
+    _block_key = re.compile(r'^stages\.(\d+)\.(?:blocks\.(\d+)|downsample)\.')
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def _use_spm(self, with_cp: bool) -> None:
+        """Put SPM where the upstream constructor put ``PatchMerging``, then
+        freeze again what ``frozen_stages`` names (the SPM layers are new)."""
         for stage in self.stages:
             merge = stage.downsample
             if merge is not None:
                 stage.downsample = self._spm_for(merge.sampler.stride, merge.in_channels,
-                                                 merge.out_channels)
+                                                 merge.out_channels, with_cp)
+        self._freeze_stages()
 
     def _to_model_layout(self, state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
-        if 'patch_embed.proj.weight' not in state:
-            return state
-        # The Swin authors' layout, as mmdet converts it; their final norm is
-        # the norm of the last stage's output.
-        last = len(self.stages) - 1
-        return OrderedDict(
-            (re.sub(r'^norm\.', f'norm{last}.', k[len('backbone.'):]), v)
-            for k, v in swin_converter(state).items())
+        if swin_checkpoints.is_authors_layout(state):
+            return swin_checkpoints.from_authors_layout(state, len(self.stages))
+        return swin_checkpoints.final_norm_as_output_norm(state, len(self.stages))
+
+    def _fit_to_model(self, own: dict, state: 'OrderedDict[str, Tensor]') -> list[str]:
+        return swin_checkpoints.fit_bias_tables(own, state)
+
+    def _stage_depths(self) -> list[int]:
+        return [len(stage.blocks) for stage in self.stages]
+
+    def _layer_depth(self, name: str, depths: list[int]) -> Optional[int]:
+        if name.startswith(('patch_embed.', 'absolute_pos_embed')):
+            return 0
+        match = self._block_key.match(name)
+        if match is None:
+            return None
+        stage, block = int(match[1]), match[2]
+        if block is None:  # the downsampling at the end of the stage
+            return sum(depths[:stage + 1])
+        return sum(depths[:stage]) + int(block) + 1
+
+
+class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
+    """mmdet's ``SwinTransformer`` (same arguments, defaults and parameter
+    names; Swin-T/S/B through ``embed_dims``, ``depths`` and ``num_heads``)
+    whose ``PatchMerging`` at the end of stages 1-3 is SPM, under the same
+    names (``stages.{i}.downsample``). The backbone of mmdet's and mmseg's
+    Swin configs with only ``type`` changed.
+
+    Dense mode (``out_indices=(0, 1, 2, 3)``): four normed NCHW maps, strides
+    4/8/16/32.
+
+    Args beyond mmdet's:
+        norm_eval (bool): keep the BatchNorms (SPM's) in eval mode while
+            training. Default: False.
+
+    ``with_cp`` also checkpoints the SPM layers; ``frozen_stages`` (mmdet's:
+    ``i`` freezes the patch embedding and stages 1..i, their SPM included)
+    holds from construction on. ``init_cfg``: a dict or list as mmengine
+    documents (:meth:`init_weights`); its ``Pretrained`` checkpoint may be an
+    mmdet, mmseg or mmpretrain Swin checkpoint (bare, or a detector's,
+    segmentor's or classifier's), one in the Swin authors' layout (also as
+    ``{'model': ...}``), or an SPM-Swin one of either codebase
+    (:meth:`load_pretrained`); ``attn_mask`` and ``relative_position_index``
+    are recomputed, and bias tables of another window size resized.
+    """
+
+    def __init__(self, *, with_cp: bool = False, norm_eval: bool = False, **kwargs) -> None:
+        super().__init__(with_cp=with_cp, **kwargs)
+        self.norm_eval = norm_eval
+        self._use_spm(with_cp)

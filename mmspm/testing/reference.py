@@ -224,7 +224,7 @@ class RefSPMPVT(nn.Module):
 def use_naive_spm(model: nn.Module) -> None:
     """Swap the SPM layers of an mmspm ``SPMPVT`` for naive ones with the same
     weights (renamed by the checkpoint conversion's own rules)."""
-    from mmspm.models.spm_pvt import rename_reference_key
+    from mmspm.models.spm_pvt_checkpoints import rename_reference_key
     own = model.state_dict()
     for i in (1, 2, 3):
         fast = model.patch_embeds[i]

@@ -1,9 +1,10 @@
-"""Mixed precision and torch.compile on the backbone."""
+"""Mixed precision, torch.compile and torch.export on the backbones."""
 import pytest
 import torch
 from mmengine.optim import AmpOptimWrapper
 
-from mmspm import SPMPVT
+from mmspm import SPMPVT, SPMPVTv2, SPMSwinTransformer
+from mmspm.models.spm_pvt import resize_pos_embed
 
 
 def test_autocast_bf16_cpu_matches_fp32():
@@ -68,3 +69,68 @@ def test_amp_optim_wrapper_cuda(dtype):
     loss = sum(o.float().mean() for o in outs)
     wrapper.update_params(loss)
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+# Small archs of the three SPM backbones: compiling costs per operator, not
+# per channel, and a CPU compile of a whole model takes minutes.
+SMALL_BACKBONES = {
+    'SPMPVT': lambda: SPMPVT(dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 2),
+                                  mlp_ratios=(2, 2, 2, 2), depths=(1, 1, 1, 1),
+                                  sr_ratios=(8, 4, 2, 1)), drop_path_rate=0.),
+    'SPMSwinTransformer': lambda: SPMSwinTransformer(
+        embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), drop_path_rate=0.),
+    'SPMPVTv2': lambda: SPMPVTv2(embed_dims=16, num_layers=[1, 1, 1, 1], drop_path_rate=0.),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', SMALL_BACKBONES)
+def test_dynamic_compile_does_not_recompile(name):
+    """torch.compile(dynamic=True) captures one graph that serves three sizes
+    (one odd, none a multiple of 32), outputs and input gradients equal to
+    eager (aot_eager: dynamo's capture and AOTAutograd with symbolic sizes,
+    without inductor's code generation, so that the test takes seconds)."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model = SMALL_BACKBONES[name]()
+    model.init_weights()
+    model.train()
+    compiled = torch.compile(model, backend='aot_eager', dynamic=True)
+    for hw in [(64, 96), (71, 45), (96, 80)]:
+        x = torch.randn(2, 3, *hw)
+        x_eager, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
+        eager, outs = model(x_eager), compiled(x_compiled)
+        assert len(outs) == len(eager) == 4
+        for e, c in zip(eager, outs):
+            torch.testing.assert_close(c, e, atol=1e-4, rtol=1e-4)
+        sum(o.square().mean() for o in eager).backward()
+        sum(o.square().mean() for o in outs).backward()
+        torch.testing.assert_close(x_compiled.grad, x_eager.grad, atol=1e-5, rtol=1e-4)
+    assert counters['stats']['unique_graphs'] == 1, dict(counters['stats'])
+    assert not counters['recompiles'], dict(counters['recompiles'])
+
+
+def test_export_holds_for_every_size():
+    """torch.export of SPM-PVT with symbolic height and width, captured at
+    one size, equals eager at others: odd ones (padding in the graph) and
+    224x224, where the position embeddings are used at their own grid (the
+    resize, always in the graph, is then the identity)."""
+    model = SMALL_BACKBONES['SPMPVT']()
+    model.init_weights()
+    model.eval()
+    dim = torch.export.Dim.DYNAMIC
+    program = torch.export.export(model, (torch.randn(2, 3, 96, 128),),
+                                  dynamic_shapes=({2: dim, 3: dim},))
+    for hw in [(96, 128), (77, 101), (224, 224)]:
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            for e, c in zip(model(x), program.module()(x)):
+                torch.testing.assert_close(c, e, atol=1e-5, rtol=1e-5)
+
+
+def test_pos_embed_resize_is_exact_at_its_grid():
+    pos = torch.randn(1, 49, 32)
+    assert torch.equal(resize_pos_embed(pos, 7, 7, 7), pos)
+    half = resize_pos_embed(pos.half(), 7, 7, 7)
+    assert half.dtype == torch.float16 and torch.equal(half, pos.half())

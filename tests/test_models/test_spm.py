@@ -1,10 +1,13 @@
 """SPM layers against the naive oracle of mmspm/testing/reference.py
 (docs/reference_model.md, "SPM layers")."""
+import itertools
+
 import pytest
 import torch
 
 from mmspm.models import StepwisePatchMerging
-from mmspm.models.spm_pvt import rename_reference_key
+from mmspm.models.spm import select_path, set_spm_path
+from mmspm.models.spm_pvt_checkpoints import rename_reference_key
 from mmspm.testing import RefSPM
 from tests.utils import randomize_norm_stats
 
@@ -23,14 +26,17 @@ def spm_pair(cin: int, cout: int) -> tuple[RefSPM, StepwisePatchMerging]:
     return ref, fast
 
 
+@pytest.mark.parametrize('path', ['chunked', 'whole'])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 @pytest.mark.parametrize('cin,cout', DIMS)
-def test_equals_reference(cin, cout, mode):
+def test_equals_reference(cin, cout, mode, path):
     """float32 outputs and input gradients to 1e-5; parameter gradients in
     float64, where the summation order no longer hides a wrong formula (in
-    train mode some of them are exactly 0 in theory, float32 noise in practice)."""
+    train mode some of them are exactly 0 in theory, float32 noise in practice).
+    Each of GLE's two paths, chosen explicitly."""
     for dtype in (torch.float32, torch.float64):
         ref, fast = spm_pair(cin, cout)
+        set_spm_path(fast, path)
         ref.to(dtype), fast.to(dtype)
         getattr(ref, mode)()
         getattr(fast, mode)()
@@ -101,10 +107,13 @@ def naive_any_size(ref: RefSPM, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize('path', ['chunked', 'whole'])
 @pytest.mark.parametrize('hw', [(7, 9), (31, 31), (33, 47), (1, 1), (2, 3), (5, 2)])
-def test_any_size(hw):
+def test_any_size(hw, path):
+    """(33, 47) takes 3 chunks of window rows on the chunked path."""
     ref, fast = spm_pair(128, 320)
     ref.eval(), fast.eval()
+    set_spm_path(fast, path)
     x = torch.randn(2, 128, *hw)
     with torch.no_grad():
         out = fast(x)
@@ -137,3 +146,86 @@ def test_bad_channels():
         StepwisePatchMerging(64, 100)
     with pytest.raises(ValueError, match='expects 64 input channels, got 32'):
         StepwisePatchMerging(64, 128)(torch.randn(1, 32, 8, 8))
+
+
+def bmm_calls(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """How many batched matrix products a forward pass of ``module`` runs."""
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        module(x)
+    return sum(e.count for e in prof.key_averages() if e.key == 'aten::bmm')
+
+
+def test_path_per_device_and_context():
+    """'auto' is the chunked path in eager mode on a CPU, the whole-map path
+    on CUDA devices (no GPU needed: only the device is looked at) and while a
+    graph is captured; an explicit path is kept everywhere."""
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert select_path(cpu) == 'chunked'
+    assert select_path(cuda) == 'whole'
+    assert select_path(torch.device('cuda', 1), 'auto') == 'whole'
+    assert select_path(cpu, 'whole') == 'whole'
+    assert select_path(cuda, 'chunked') == 'chunked'
+
+    def seen(x):
+        return x + int(select_path(x.device) == 'whole')
+
+    x = torch.zeros(1)
+    assert seen(x).item() == 0
+    assert torch.compile(seen, backend='eager', fullgraph=True)(x).item() == 1
+    assert torch.jit.trace(seen, x, check_trace=False)(x).item() == 1
+    with pytest.raises(ValueError, match="Unknown SPM path 'fast'.*'chunked', 'whole'"):
+        select_path(cpu, 'fast')
+    with pytest.raises(ValueError, match='Unknown SPM path'):
+        set_spm_path(StepwisePatchMerging(64, 128), 'loop')
+
+
+def test_paths_run_as_selected():
+    """The chunked path runs GLE's 4 batched products once per chunk (here
+    one window row per chunk), the whole-map path once for the whole map."""
+    _, fast = spm_pair(64, 128)
+    fast.eval()
+    fast.gle.CHUNK_BYTES = 1  # the smallest chunk: one row of windows
+    x = torch.randn(2, 64, 7, 10)  # 2 images x 4 window rows
+    assert fast.gle.path == 'auto'
+    assert bmm_calls(fast, x) == 4 * 2 * 4  # auto on a CPU, eager: chunked
+    set_spm_path(fast, 'whole')
+    assert bmm_calls(fast, x) == 4
+    set_spm_path(fast, 'chunked')
+    assert bmm_calls(fast, x) == 4 * 2 * 4
+
+
+def test_exported_graph_holds_for_every_size():
+    """torch.export with a symbolic height and width: the graph, captured at an
+    even size, computes the layer at odd sizes too (the padding and border mask
+    are part of the graph, not decided at capture). Sides of 1 or 2, where
+    the window grid has one row or column, are left to a graph of their own
+    by dynamo's specialisation of sizes 0 and 1."""
+    _, fast = spm_pair(64, 128)
+    fast.eval()
+    dim = torch.export.Dim.AUTO
+    program = torch.export.export(fast, (torch.randn(2, 64, 8, 12),),
+                                  dynamic_shapes=({2: dim, 3: dim},))
+    for hw in [(8, 12), (7, 9), (13, 6), (3, 3)]:
+        x = torch.randn(2, 64, *hw)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), fast(x), atol=1e-5, rtol=0)
+
+
+def test_gradients_have_their_parameters_strides():
+    """DDP's bucket views take each parameter's strides and DDP compares the
+    gradient's strides with them as they are: any difference (here the
+    depth-wise weights' size-1 dimension under a channels-last input) makes
+    DDP warn and copy the gradient at every step. The kernels, and so the
+    layouts, differ with the number of threads."""
+    spm = StepwisePatchMerging(64, 128)
+    threads = torch.get_num_threads()
+    try:
+        for n, path in itertools.product((1, 2), ('chunked', 'whole')):
+            torch.set_num_threads(n)
+            set_spm_path(spm, path)
+            spm.zero_grad(set_to_none=True)
+            spm(torch.randn(2, 64, 12, 10)).sum().backward()
+            for name, p in spm.named_parameters():
+                assert p.grad.stride() == p.stride(), (n, path, name)
+    finally:
+        torch.set_num_threads(threads)

@@ -4,6 +4,7 @@ upstream checkpoints with only the SPM layers left at init."""
 import copy
 import logging
 import math
+import re
 from contextlib import contextmanager
 
 import pytest
@@ -12,7 +13,10 @@ from mmdet.models.layers import PatchEmbed, PatchMerging
 from mmdet.models.backbones import PyramidVisionTransformerV2, SwinTransformer
 from mmengine.logging import MMLogger
 
+from mmpretrain.models.backbones import SwinTransformer as PretrainSwinTransformer
+
 from mmspm import SPMPVTv2, SPMSwinTransformer
+from mmspm.models import spm_swin_pretrain
 from mmspm.models.spm import TokenStepwisePatchMerging, reference_init
 from mmspm.safe_load import CheckpointError
 
@@ -25,11 +29,18 @@ PVTV2 = dict(b0=dict(embed_dims=32, num_layers=[2, 2, 2, 2]),
              b4=dict(embed_dims=64, num_layers=[3, 8, 27, 3]),
              b5=dict(embed_dims=64, num_layers=[3, 6, 40, 3], mlp_ratios=(4, 4, 4, 4)))
 VARIANTS = [('swin', k, v) for k, v in SWIN.items()] + [('pvtv2', k, v) for k, v in PVTV2.items()]
+# pswin: the SPM-Swin built on mmpretrain's Swin (mmpretrain's registry).
 CLASSES = dict(swin=(SPMSwinTransformer, SwinTransformer),
-               pvtv2=(SPMPVTv2, PyramidVisionTransformerV2))
+               pvtv2=(SPMPVTv2, PyramidVisionTransformerV2),
+               pswin=(spm_swin_pretrain.SPMSwinTransformer, PretrainSwinTransformer))
 # Small members of each family for the tests that build several models.
 SMALL = dict(swin=dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
-             pvtv2=dict(embed_dims=32, num_layers=[1, 1, 2, 1]))
+             pvtv2=dict(embed_dims=32, num_layers=[1, 1, 2, 1]),
+             # pad_small_map: mmpretrain's Swin refuses maps below the window
+             # size otherwise (the tests' inputs are small).
+             pswin=dict(arch=dict(embed_dims=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
+                        out_indices=(0, 1, 2, 3), pad_small_map=True))
+FAMILIES = list(CLASSES)
 
 
 def channels(family: str, kwargs: dict) -> list[int]:
@@ -49,7 +60,7 @@ def randomized(model):
 
 def swap_back(ours, upstream) -> None:
     """Put the upstream model's downsampling layers where SPM sits."""
-    if isinstance(ours, SPMSwinTransformer):
+    if hasattr(ours, 'stages'):
         for mine, theirs in zip(ours.stages, upstream.stages):
             mine.downsample = copy.deepcopy(theirs.downsample)
     else:
@@ -96,7 +107,7 @@ def test_spm_is_in_place_of_the_upstream_downsampling(family):
     assert [(m.in_channels, m.out_channels) for m in spm] == list(zip(dims, dims[1:]))
 
 
-@pytest.mark.parametrize('family', ['swin', 'pvtv2'])
+@pytest.mark.parametrize('family', FAMILIES)
 def test_with_the_upstream_downsampling_back_it_is_the_upstream_model(family):
     """Nothing but the downsampling layers differs from mmdet's backbone:
     with them swapped back, the same weights give the same outputs, bitwise."""
@@ -111,7 +122,7 @@ def test_with_the_upstream_downsampling_back_it_is_the_upstream_model(family):
             assert torch.equal(mine, theirs)
 
 
-@pytest.mark.parametrize('family', ['swin', 'pvtv2'])
+@pytest.mark.parametrize('family', FAMILIES)
 def test_a_gradient_reaches_every_parameter(family):
     model = CLASSES[family][0](**SMALL[family])
     model.init_weights()
@@ -158,7 +169,7 @@ def assert_spm_at_reference_init(model, family: str, seed: int = 3):
     assert abs(weight.std().item() - math.sqrt(2 / 49)) < 0.03
 
 
-@pytest.mark.parametrize('family', ['swin', 'pvtv2'])
+@pytest.mark.parametrize('family', FAMILIES)
 @pytest.mark.parametrize('wrap', ['bare', 'detector', 'classifier'])
 def test_upstream_checkpoint_initialises_all_but_spm(family, wrap, tmp_path):
     upstream = randomized(CLASSES[family][1](**SMALL[family]))
@@ -178,7 +189,9 @@ def test_upstream_checkpoint_initialises_all_but_spm(family, wrap, tmp_path):
             assert torch.equal(ours[k], v), k
     assert set(ours) - set(upstream.state_dict()) == set(spm)
     assert_spm_at_reference_init(model, family)
-    assert f'{len(ours) - len(spm)} of {len(ours)} tensors' in log
+    # Counted without the buffers the model recomputes (Swin's index).
+    counted = [k for k in ours if not model._recomputed(k)]
+    assert f'{len(counted) - len(spm)} of {len(counted)} tensors' in log
     assert ', '.join(spm) in log  # exactly which SPM keys were left at init
     x = torch.randn(1, 3, 64, 64)
     swap_back(model, upstream)  # and then it is the upstream model
@@ -229,3 +242,254 @@ def test_a_checkpoint_of_another_size_is_refused(family, other, tmp_path):
 def test_strides_other_than_two_are_refused():
     with pytest.raises(ValueError, match='strides'):
         SPMSwinTransformer(strides=(4, 2, 1, 2))
+
+
+def spm_modules(model) -> list:
+    return [m for m in model.modules() if isinstance(m, TokenStepwisePatchMerging)]
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_init_cfg_dict_names_layers_and_spm_keeps_the_reference_init(family):
+    """What the user names wins, SPM's Linear layers included; the SPM layers
+    it does not name get the SPM reference's initialisation."""
+    torch.manual_seed(0)
+    model = CLASSES[family][0](**SMALL[family],
+                               init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.1))
+    model.init_weights()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert any(m in linears for spm in spm_modules(model) for m in spm.modules())
+    for m in linears:
+        assert (m.weight == 0.5).all() and (m.bias == 0.1).all()
+    for spm in spm_modules(model):
+        guide = spm.gle.gtg[2].weight  # the reference's std sqrt(2 / 49), not Constant's
+        assert abs(guide.std().item() - math.sqrt(2 / 49)) < 0.03
+        assert (spm.gle.norm0.weight == 1).all() and (spm.gle.norm0.bias == 0).all()
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_init_cfg_list_as_mmengine_documents_then_saved_and_reloaded(family, tmp_path):
+    """As mmpretrain's test_init_weights: the values the list asks for, then
+    the model saved and loaded back through a Pretrained init_cfg (with a
+    prefix, and winning over the other entries)."""
+    cls = CLASSES[family][0]
+    model = cls(**SMALL[family], init_cfg=[
+        dict(type='Kaiming', layer='Conv2d', mode='fan_in', distribution='uniform'),
+        dict(type='Constant', layer='LayerNorm', val=2., bias=0.5),
+        dict(type='TruncNormal', layer='Linear', std=0.5, bias=0.)])
+    model.init_weights()
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            assert (m.weight == 2).all() and (m.bias == 0.5).all()
+        elif isinstance(m, torch.nn.Conv2d):  # uniform in +-sqrt(6 / fan_in)
+            fan_in = m.weight[0].numel()
+            assert m.weight.abs().max() <= math.sqrt(6 / fan_in) + 1e-6
+            assert m.weight.abs().max() > 0.8 * math.sqrt(6 / fan_in)
+    qkv = torch.cat([spm.gle.qkv.weight.flatten() for spm in spm_modules(model)])
+    assert 0.3 < qkv.std().item() < 0.6  # TruncNormal std 0.5, not the reference's 0.02
+
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    state['neck.weight'] = torch.randn(3)
+    torch.save({'state_dict': state}, tmp_path / 'whole.pth')
+    again = cls(**SMALL[family], init_cfg=[
+        dict(type='Constant', layer=['Linear', 'LayerNorm', 'Conv2d'], val=3.),
+        dict(type='Pretrained', checkpoint=str(tmp_path / 'whole.pth'), prefix='backbone.')])
+    again.init_weights()
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+
+
+def test_pretrained_prefix_not_in_the_checkpoint_is_named(tmp_path):
+    torch.save({'state_dict': {'backbone.x': torch.zeros(1)}}, tmp_path / 'c.pth')
+    model = SPMSwinTransformer(**SMALL['swin'], init_cfg=dict(
+        type='Pretrained', checkpoint=str(tmp_path / 'c.pth'), prefix='encoder'))
+    with pytest.raises(CheckpointError, match=r"prefix 'encoder\.'.*'backbone\.'"):
+        model.init_weights()
+
+
+def test_init_cfg_of_another_form_is_refused():
+    with pytest.raises(TypeError, match='list of such dicts'):
+        SPMPVTv2(**SMALL['pvtv2'], init_cfg='checkpoint.pth').init_weights()
+
+
+class SavedTensors:
+    """Bytes that autograd keeps for the backward pass, in total and while
+    an SPM layer runs its forward (torch's saved-tensor hooks: deterministic,
+    unlike a memory reading). With activation checkpointing, what the
+    checkpointed forward saves goes to checkpoint's own hooks, not to these."""
+
+    def __init__(self, model):
+        self.total = self.spm = self.spm_inputs = 0
+        self.inside = 0
+        self.handles = []
+        for m in spm_modules(model):
+            self.handles.append(m.register_forward_pre_hook(self._enter))
+            self.handles.append(m.register_forward_hook(self._leave))
+
+    def _enter(self, module, args):
+        self.inside += 1
+        self.spm_inputs += args[0].numel() * args[0].element_size()
+
+    def _leave(self, *args):
+        self.inside -= 1
+
+    def pack(self, t):
+        size = t.numel() * t.element_size()
+        self.total += size
+        if self.inside:
+            self.spm += size
+        return t
+
+
+def saved_and_grads(model, x):
+    saved = SavedTensors(model)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        loss = sum(o.square().mean() for o in model(x))
+    loss.backward()
+    for h in saved.handles:
+        h.remove()
+    return saved, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_with_cp_covers_the_spm_layers(family):
+    """Same gradients; the SPM layers keep nothing for the backward pass but
+    their inputs, and the whole forward keeps less."""
+    torch.manual_seed(0)
+    plain = CLASSES[family][0](**SMALL[family], drop_path_rate=0.)
+    plain.init_weights()
+    cp = CLASSES[family][0](**SMALL[family], drop_path_rate=0., with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    saved_plain, grads_plain = saved_and_grads(plain.train(), x)
+    saved_cp, grads_cp = saved_and_grads(cp.train(), x)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_cp[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert saved_cp.spm == saved_cp.spm_inputs
+    assert saved_plain.spm > 10 * saved_plain.spm_inputs
+    assert saved_cp.total < saved_plain.total / 2
+
+
+@pytest.mark.parametrize('family,kwargs,frozen', [
+    # mmdet's Swin: 1 = the patch embedding and stage 1, its SPM included
+    ('swin', dict(frozen_stages=1), ['patch_embed.', 'stages.0.', 'norm0.']),
+    # mmpretrain's: 0 = the patch embedding and stage 0
+    ('pswin', dict(frozen_stages=0), ['patch_embed.', 'stages.0.', 'norm0.']),
+    # PVTv2: 1 = stage 1 (layers[0]); the SPM into stage 2 stays trainable
+    ('pvtv2', dict(frozen_stages=1), ['layers.0.']),
+    ('pvtv2', dict(frozen_stages=0), ['layers.0.0.']),
+])
+def test_frozen_stages_hold_from_construction_and_in_train(family, kwargs, frozen):
+    """Frozen before anything calls train(): DDP, wrapped right after the
+    model is built, must not see them as trainable (mmdet issue 12345)."""
+    model = CLASSES[family][0](**SMALL[family], **kwargs)
+
+    def check():
+        for name, p in model.named_parameters():
+            assert p.requires_grad != name.startswith(tuple(frozen)), name
+
+    check()
+    if family != 'pvtv2':
+        assert not model.stages[0].downsample.msa.proj[0].weight.requires_grad
+    model.train()
+    check()
+    # In eval mode too (mmpretrain leaves its output norms' mode alone).
+    stages = tuple(f.rstrip('.') for f in frozen if not f.startswith('norm'))
+    assert not any(m.training for n, m in model.named_modules() if n.startswith(stages))
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('norm_eval', [True, False])
+def test_norm_eval_keeps_spm_batchnorms_in_eval_mode(family, norm_eval):
+    model = CLASSES[family][0](**SMALL[family], norm_eval=norm_eval).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6  # MSA's and GLE's in each of the three SPM layers
+    assert all(m.training != norm_eval for m in norms)
+    assert all(m.training for m in model.modules() if not isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize('family', ['swin', 'pswin'])
+def test_layer_depth_is_mmpretrain_swins_with_spm_as_the_downsampling(family):
+    """Both SPM-Swins give every parameter mmpretrain's Swin's depth, and the
+    SPM layers that of the PatchMerging they replace."""
+    ours = CLASSES[family][0](**SMALL[family])
+    upstream = PretrainSwinTransformer(**SMALL['pswin'])
+    names = [n for n, _ in ours.named_parameters()]
+    for name in names:
+        theirs = re.sub(r'downsample\..*', 'downsample.reduction.weight', name)
+        assert ours.get_layer_depth(name) == upstream.get_layer_depth(theirs), name
+    assert ours.get_layer_depth('backbone.stages.1.downsample.msa.proj.0.weight',
+                                'backbone.') == (2, 7)
+    assert ours.get_layer_depth('head.fc.weight', 'backbone.') == (6, 7)
+
+
+def test_pvtv2_layer_depth():
+    model = SPMPVTv2(**SMALL['pvtv2'])  # depths 1, 1, 2, 1: 5 blocks, 7 depths
+    depths = {n: model.get_layer_depth(n)[0] for n, _ in model.named_parameters()}
+    assert {depths[n] for n in depths if n.startswith('layers.0.0.')} == {0}
+    assert {depths[n] for n in depths if n.startswith('layers.0.1.0.')} == {1}
+    assert {depths[n] for n in depths if n.startswith('layers.1.0.')} == {1}  # SPM
+    assert {depths[n] for n in depths if n.startswith('layers.2.1.1.')} == {4}
+    assert {depths[n] for n in depths if n.startswith('layers.3.2.')} == {5}
+    assert model.get_layer_depth('layers.0.0.projection.weight') == (0, 7)
+
+
+def test_layer_decay_example_config():
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor, as the example
+    config uses it, gives each depth its decayed learning rate."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile('configs/imagenet/spm-swin-t_8xb128-lrd_in1k.py')
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    lr = {g['param_name']: g['lr'] for g in groups}
+    base, rate = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    num_layers = 2 + 12  # Swin-T: 12 blocks
+    assert lr['head.fc.weight'] == pytest.approx(base)
+    assert lr['backbone.patch_embed.projection.weight'] == pytest.approx(
+        base * rate**(num_layers - 1))
+    # SPM after stage 1 (2 blocks): the depth of stage 1's last block.
+    assert lr['backbone.stages.0.downsample.msa.proj.0.weight'] == pytest.approx(
+        base * rate**(num_layers - 1 - 2))
+    assert lr['backbone.stages.0.downsample.msa.proj.0.weight'] == pytest.approx(
+        lr['backbone.stages.0.blocks.1.attn.w_msa.qkv.weight'])
+
+
+@pytest.mark.parametrize('arch,dims', [('t', 96), ('s', 96), ('b', 128)])
+def test_mmpretrain_registry_builds_the_mmpretrain_spm_swin_with_short_arch_names(arch, dims):
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(dict(type='SPMSwinTransformer', arch=arch))
+    assert type(model) is spm_swin_pretrain.SPMSwinTransformer
+    assert [m.in_channels for m in spm_modules(model)] == [dims, 2 * dims, 4 * dims]
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_dense_registries_keep_the_mmdet_spm_swin(scope):
+    import importlib
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    assert registry.get('SPMSwinTransformer') is SPMSwinTransformer
+
+
+def test_mmpretrain_spm_swin_classifier_initialises_the_dense_spm_swin(tmp_path):
+    """A classifier trained with mmpretrain's SPM-Swin (as
+    configs/imagenet/spm-swin-t_8xb128_in1k.py) starts the SPM-Swin of the
+    detection and segmentation configs, SPM layers included."""
+    from mmpretrain.models import ImageClassifier
+    classifier = ImageClassifier(
+        backbone=dict(type='SPMSwinTransformer', **dict(SMALL['pswin'], out_indices=(3,))),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=256))
+    randomized(classifier)
+    torch.save({'state_dict': classifier.state_dict(), 'meta': {'epoch': 300}},
+               tmp_path / 'cls.pth')
+    dense, log = pretrained('swin', tmp_path / 'cls.pth')
+    mine = dense.state_dict()
+    theirs = classifier.backbone.state_dict()
+    spm = spm_keys(dense)
+    assert spm
+    for k, v in theirs.items():
+        assert torch.equal(mine[k], v), k
+    assert 'SPM layers left at init: 0 tensors' in log
+    assert set(mine) - set(theirs) == {f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')}

@@ -1,4 +1,7 @@
-"""SPMPVT backbone: shapes, reference equality, freezing, parameter counts."""
+"""SPMPVT backbone: shapes, reference equality, freezing, parameter counts,
+mmdet's PVT v1 arguments, init_cfg, with_cp, layer-wise depths."""
+import inspect
+
 import pytest
 import torch
 
@@ -100,9 +103,14 @@ def test_out_indices():
 
 def test_frozen_stages_and_norm_eval():
     model = SPMPVT('tiny', frozen_stages=2, norm_eval=True)
-    model.train()
     frozen = ('patch_embeds.0.', 'patch_embeds.1.', 'stages.0.', 'stages.1.',
               'pos_embeds.0', 'pos_embeds.1')
+    # frozen from construction on (DDP takes the parameters needing
+    # gradients before train() is called), and after train()
+    for name, p in model.named_parameters():
+        assert p.requires_grad != name.startswith(frozen), name
+    assert not model.patch_embeds[1].training
+    model.train()
     for name, p in model.named_parameters():
         assert p.requires_grad != name.startswith(frozen), name
     assert not model.patch_embeds[1].training and not model.stages[1].training
@@ -137,3 +145,279 @@ def test_bad_arguments():
         SPMPVT('tiny', out_indices=(4, ))
     with pytest.raises(ValueError, match='expects an NCHW image batch with 3 channels'):
         SPMPVT('tiny')(torch.randn(1, 4, 32, 32))
+
+
+def test_short_arch_names():
+    for short, name in dict(t='tiny', s='small', M='medium', l='large').items():
+        assert SPMPVT(short).arch_settings == ARCH_SETTINGS[name]
+
+
+def mmdet_pvt_defaults() -> dict:
+    """The defaults of mmdet's PyramidVisionTransformer, read off its signature."""
+    from mmdet.models.backbones import PyramidVisionTransformer
+    params = inspect.signature(PyramidVisionTransformer).parameters
+    return {k: p.default for k, p in params.items() if k != 'init_cfg'}
+
+
+def test_mmdet_pvt_t_arguments_give_spm_pvt_t():
+    """mmdet's PVT-T arguments (every default of mmdet's signature, as its
+    configs leave them, but its LayerNorm eps: see the next test) build
+    SPM-PVT-T: the same tensors, and the same outputs from the same weights."""
+    args = dict(mmdet_pvt_defaults(), num_layers=[2, 2, 2, 2])
+    del args['norm_cfg']
+    ours = SPMPVT(**args).eval()
+    tiny = SPMPVT('tiny').eval()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in tiny.state_dict().items()}
+    tiny.init_weights()
+    ours.load_state_dict(tiny.state_dict(), strict=True)
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        for a, b in zip(ours(x), tiny(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_mmdet_pvt_arguments_build_what_mmdet_builds(tmp_path):
+    """Non-default mmdet arguments mean in SPMPVT what they mean in mmdet's
+    PyramidVisionTransformer: mmdet's model with these arguments initialises
+    every tensor of ours but the SPM layers', and its stage 1 (no SPM) and
+    blocks compute what ours do."""
+    from mmdet.models.backbones import PyramidVisionTransformer
+    args = dict(embed_dims=32, num_layers=[1, 2, 1, 1], num_heads=[1, 2, 4, 8],
+                sr_ratios=[4, 2, 2, 1], mlp_ratios=[4, 4, 2, 2], pretrain_img_size=128,
+                act_cfg=dict(type='ReLU'), norm_cfg=dict(type='LN', eps=1e-6))
+    upstream = PyramidVisionTransformer(**args).eval()
+    for p in upstream.state_dict().values():
+        p.normal_(0, 0.05)
+    torch.save(upstream.state_dict(), tmp_path / 'pvt.pth')
+    ours = SPMPVT(**args, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'pvt.pth'),
+                                        from_pvt_v1=True))
+    ours.init_weights()
+    ours.eval()
+    assert ours.embed_dims == (32, 64, 128, 256)
+    assert isinstance(ours.stages[0][0].mlp.act, torch.nn.ReLU)
+    assert all(m.eps == 1e-6 for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)
+               and not any(m is n for s in ours.patch_embeds[1:] for n in s.modules()))
+    with torch.no_grad():
+        image = torch.randn(1, 3, 128, 96)
+        torch.testing.assert_close(ours(image)[0], upstream(image)[0], atol=1e-5, rtol=0)
+        for i, (grid, dim) in enumerate(zip((32, 16, 8, 4), ours.embed_dims)):
+            x = torch.randn(1, grid * grid, dim)
+            for j, block in enumerate(ours.stages[i]):
+                theirs = upstream.layers[i][1][j + 1](x, (grid, grid))
+                torch.testing.assert_close(block(x, (grid, grid)), theirs, atol=1e-5, rtol=0)
+
+
+def test_pvt_v1_arguments_without_an_mmdet_twin():
+    """qkv_bias (the PVT authors' meaning: the q and kv biases) and
+    attn_drop_rate (dropout on the attention weights, training only)."""
+    no_bias = SPMPVT(qkv_bias=False)
+    attn = no_bias.stages[1][0].attn
+    assert attn.q.bias is None and attn.kv.bias is None and attn.proj.bias is not None
+    no_bias.init_weights()
+    model = SPMPVT(attn_drop_rate=0.5, drop_path_rate=0.).train()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.equal(model(x)[0], model(x)[0])
+        model.eval()
+        torch.testing.assert_close(model(x)[0], model(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('args,message', [
+    (dict(num_stages=3), r'num_stages=3 cannot be honoured: SPM-PVT has four stages'),
+    (dict(patch_sizes=[7, 3, 3, 3]), r'patch_sizes=\[7, 3, 3, 3\] cannot be honoured'),
+    (dict(strides=[4, 2, 2, 1]), r'strides=\[4, 2, 2, 1\] cannot be honoured.*halves'),
+    (dict(paddings=[3, 1, 1, 1]), r'paddings=\[3, 1, 1, 1\] cannot be honoured'),
+    (dict(use_abs_pos_embed=False), r'use_abs_pos_embed=False cannot be honoured'),
+    (dict(norm_after_stage=True), r'norm_after_stage=True cannot be honoured'),
+    (dict(use_conv_ffn=True), r'use_conv_ffn=True cannot be honoured.*SPMPVTv2'),
+    (dict(num_layers=[2, 2, 2]), r'num_layers needs four entries'),
+    (dict(norm_cfg=dict(type='BN')), r"norm_cfg=.*BatchNorm.*must be a LayerNorm"),
+    (dict(pretrain_img_size=(224, 192)), r'pretrain_img_size must be one side of a square'),
+])
+def test_pvt_v1_arguments_spm_pvt_cannot_take(args, message):
+    with pytest.raises(ValueError, match=message):
+        SPMPVT(**args)
+
+
+def modules_of(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def test_init_cfg_dict_wins_over_the_reference_init(tmp_path):
+    """What the user's init_cfg names gets the values asked for (here every
+    Linear, SPM's included); everything else keeps the reference
+    initialisation; saved and reloaded, the values stay."""
+    torch.manual_seed(1)
+    model = SPMPVT(init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.1))
+    model.init_weights()
+    linears = modules_of(model, torch.nn.Linear)
+    assert any(m is model.patch_embeds[2].gle.qkv for m in linears)
+    for m in linears:
+        assert torch.all(m.weight == 0.5) and torch.all(m.bias == 0.1)
+    torch.manual_seed(1)
+    plain = SPMPVT()
+    plain.init_weights()
+    untouched = {k: v for k, v in plain.state_dict().items()
+                 if not any(k.startswith(n + '.') for n, m in plain.named_modules()
+                            if isinstance(m, torch.nn.Linear))}
+    assert len(untouched) > 100
+    for k, v in untouched.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    torch.save(model.state_dict(), tmp_path / 'constant.pth')
+    reloaded = SPMPVT(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'constant.pth')))
+    reloaded.init_weights()
+    for k, v in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[k], v), k
+
+
+def test_init_cfg_list_as_mmengine_documents(tmp_path):
+    """A list: each entry on the layers it names, the rest (SPM's BatchNorms
+    and convolutions here) at the reference initialisation."""
+    torch.manual_seed(2)
+    model = SPMPVT(init_cfg=[
+        dict(type='Kaiming', layer='Conv2d', mode='fan_in', nonlinearity='linear', bias=0.3),
+        dict(type='TruncNormal', layer='Linear', std=0.5, bias=0.2),
+        dict(type='Constant', layer='LayerNorm', val=2., bias=-1.),
+    ])
+    model.init_weights()
+    for m in modules_of(model, torch.nn.Conv2d):
+        assert torch.all(m.bias == 0.3)
+        fan_in = m.weight[0].numel()
+        if m.weight.numel() >= 4096:  # enough values for a tight std estimate
+            assert abs(m.weight.std().item() * fan_in**0.5 - 1) < 0.1
+    for m in modules_of(model, torch.nn.Linear):
+        assert torch.all(m.bias == 0.2)
+        if m.weight.numel() >= 4096:
+            assert 0.4 < m.weight.std().item() < 0.6
+    for m in modules_of(model, torch.nn.LayerNorm):
+        assert torch.all(m.weight == 2.) and torch.all(m.bias == -1.)
+    bns = modules_of(model, torch.nn.BatchNorm2d)
+    assert bns and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bns)
+
+
+def test_init_cfg_pretrained_with_prefix_over_the_others(ref_tiny, tmp_path):
+    """mmengine's Pretrained with ``prefix``: the tensors under that prefix
+    (here the teacher's of a distillation checkpoint, beside a student's),
+    loaded after, and so over, the other entries."""
+    teacher = backbone_state(ref_tiny)
+    student = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in teacher.items()}
+    state = {**{f'teacher.backbone.{k}': v for k, v in teacher.items()},
+             **{f'student.backbone.{k}': v for k, v in student.items()}}
+    torch.save({'state_dict': state}, tmp_path / 'distill.pth')
+    model = SPMPVT(with_cls_token=True, init_cfg=[
+        dict(type='Constant', layer='LayerNorm', val=3.),
+        dict(type='Pretrained', checkpoint=str(tmp_path / 'distill.pth'),
+             prefix='teacher.backbone'),
+    ])
+    model.init_weights()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, teacher[k]), k
+
+
+def test_mmdet_spellings_of_a_checkpoint(ref_file):
+    """mmdet's PVT configs say ``init_cfg=dict(checkpoint=...)`` (no type) or
+    the deprecated ``pretrained=...``: both are Pretrained."""
+    expected = SPMPVT(init_cfg=dict(type='Pretrained', checkpoint=str(ref_file)))
+    expected.init_weights()
+    untyped = SPMPVT(init_cfg=dict(checkpoint=str(ref_file)))
+    untyped.init_weights()
+    with pytest.warns(UserWarning, match='pretrained is deprecated'):
+        deprecated = SPMPVT(pretrained=str(ref_file))
+    deprecated.init_weights()
+    for model in (untyped, deprecated):
+        for k, v in expected.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(ValueError, match='either as init_cfg or as pretrained'):
+        SPMPVT(pretrained=str(ref_file), init_cfg=dict(type='Kaiming', layer='Conv2d'))
+
+
+def saved_bytes(model, x, kinds) -> dict:
+    """Bytes of the activations autograd keeps for the backward pass while
+    each kind of module (and outside them: None) runs, counted as they are
+    saved."""
+    counts = dict.fromkeys([*kinds, None], 0)
+    inside = []
+
+    def enter(module, args) -> None:
+        inside.append(type(module))
+
+    def leave(module, args, output) -> None:
+        inside.pop()
+
+    for m in model.modules():
+        if isinstance(m, kinds):
+            m.register_forward_pre_hook(enter)
+            m.register_forward_hook(leave)
+
+    def pack(t):
+        counts[inside[-1] if inside else None] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = model(x)
+    return counts, outs
+
+
+def test_with_cp_covers_blocks_and_spm_layers():
+    """with_cp: the blocks and the SPM layers keep no activations for the
+    backward pass; gradients and the BatchNorm statistics of SPM are those
+    without it (stochastic depth on: its masks are redrawn alike)."""
+    from mmspm.models.spm import StepwisePatchMerging
+    from mmspm.models.spm_pvt import PVTBlock
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(3)
+        model = SPMPVT(with_cp=with_cp, drop_path_rate=0.3)
+        model.init_weights()
+        model.train()
+        torch.manual_seed(4)
+        x = torch.randn(2, 3, 64, 64)
+        counts, outs = saved_bytes(model, x, (PVTBlock, StepwisePatchMerging))
+        sum(o.square().mean() for o in outs).backward()
+        results.append((counts, model))
+    (plain, reference), (cp, checkpointed) = results
+    assert plain[PVTBlock] > 0 and plain[StepwisePatchMerging] > 0
+    assert cp[PVTBlock] == 0 and cp[StepwisePatchMerging] == 0
+    assert sum(cp.values()) < sum(plain.values()) / 10
+    grads = dict(checkpointed.named_parameters())
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+    buffers = dict(checkpointed.named_buffers())
+    for name, b in reference.named_buffers():
+        assert torch.equal(buffers[name], b), name
+
+
+def test_layer_wise_lr_decay_with_mmpretrain():
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor on an SPM-PVT-T
+    classifier: depth 0 the stage-1 embedding, depth 1 + j block j of stage
+    1, the stage-2 SPM layer at the depth of the block before it, the head
+    last (2 + 8 blocks = 10 depths: lr * rate ** (9 - depth))."""
+    from mmengine.config import Config
+    from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
+    from mmpretrain.registry import MODELS
+    from mmengine.registry import init_default_scope
+    from tests.utils import ROOT
+    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/spm-pvt-t_8xb128_in1k.py')
+    init_default_scope('mmpretrain')
+    classifier = MODELS.build(cfg.model)
+    constructor = LearningRateDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05)),
+        paramwise_cfg=dict(layer_decay_rate=0.5))
+    groups = {g['param_name']: g['lr'] for g in constructor(classifier).param_groups
+              if 'param_name' in g}
+    expected = {
+        'backbone.patch_embeds.0.proj.weight': 0.5**9,
+        'backbone.pos_embeds.0': 0.5**9,
+        'backbone.stages.0.0.attn.q.weight': 0.5**8,
+        'backbone.stages.0.1.mlp.fc2.bias': 0.5**7,
+        'backbone.patch_embeds.1.msa.local_convs.0.weight': 0.5**7,
+        'backbone.pos_embeds.1': 0.5**7,
+        'backbone.stages.1.0.norm1.weight': 0.5**6,
+        'backbone.stages.3.1.mlp.fc1.weight': 0.5**1,
+        'backbone.cls_token': 0.5**3,
+        'backbone.norm.weight': 1.0,
+        'head.fc.weight': 1.0,
+    }
+    for name, lr in expected.items():
+        assert groups[name] == pytest.approx(lr), name

@@ -11,10 +11,10 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 from mmspm import SPMPVT
-from mmspm.models.spm_pvt import convert_reference
+from mmspm.models.spm_pvt_checkpoints import convert_reference
 from mmspm.safe_load import CheckpointError
 from tests.utils import (ROOT, assert_dense_equals_reference, dense_from, reference_model,
-                         reference_pvt_v1_state)
+                         release_checkpoint)
 
 
 @pytest.mark.parametrize('wrap', ['top', 'model', 'state_dict'])
@@ -149,17 +149,17 @@ def mmdet_pvt(num_layers=(2, 2, 2, 2)):
     return pvt.eval()
 
 
-def from_pvt(path, seed=5, **kwargs) -> SPMPVT:
+def from_pvt(path, seed=5, arch='tiny', **kwargs) -> SPMPVT:
     torch.manual_seed(seed)
-    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                         from_pvt_v1=True), **kwargs)
+    model = SPMPVT(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                       from_pvt_v1=True), **kwargs)
     model.init_weights()
     return model.eval()
 
 
-def assert_spm_layers_at_own_init(model: SPMPVT, seed=5, **kwargs):
+def assert_spm_layers_at_own_init(model: SPMPVT, seed=5, arch='tiny', **kwargs):
     torch.manual_seed(seed)
-    fresh = SPMPVT('tiny', **kwargs)
+    fresh = SPMPVT(arch, **kwargs)
     fresh.init_weights()
     spm = {k: v for k, v in fresh.state_dict().items()
            if k.startswith(SPM_PREFIXES)}
@@ -203,28 +203,77 @@ def test_pvt_v1_from_mmdet_initialises_all_but_spm(wrap, tmp_path):
     assert_spm_layers_at_own_init(model)
 
 
-def test_pvt_v1_official_layout_into_a_classifier(ref_tiny, tmp_path):
-    """The PVT release layout, cls token, final norm and the cls entry of the
-    last position embedding included; the head is the classifier's, not the
-    backbone's."""
-    state = reference_pvt_v1_state(ref_tiny)
-    torch.save({'model': state}, tmp_path / 'pvt_tiny.pth')
-    model = from_pvt(tmp_path / 'pvt_tiny.pth', with_cls_token=True)
+# The PVT v1 release files (tests/data/manifests) and the SPM-PVT size of each.
+PVT_V1_RELEASES = [pytest.param(name, arch, marks=() if arch == 'tiny' else pytest.mark.slow)
+                   for name, arch in dict(pvt_tiny='t', pvt_small='s', pvt_medium='m',
+                                          pvt_large='l').items()]
+
+
+def release_key(key: str) -> str:
+    """The PVT release's name of an mmspm key SPM-PVT shares with PVT v1."""
+    key = re.sub(r'^patch_embeds\.0\.', 'patch_embed1.', key)
+    key = re.sub(r'^stages\.(\d)', lambda m: f'block{int(m[1]) + 1}', key)
+    return re.sub(r'^pos_embeds\.(\d)', lambda m: f'pos_embed{int(m[1]) + 1}', key)
+
+
+@pytest.mark.parametrize('name,arch', PVT_V1_RELEASES)
+def test_pvt_v1_release_into_a_classifier(name, arch, tmp_path):
+    """A PVT v1 release file, in its exact layout: every tensor SPM-PVT shares
+    with PVT v1 arrives bitwise (cls token, final norm and the cls entry of
+    the last position embedding included), the SPM layers at init; its head
+    is the classifier's, not the backbone's."""
+    path = tmp_path / f'{name}.pth'
+    release = release_checkpoint(name, path)
+    model = from_pvt(path, arch=arch, with_cls_token=True)
     ours = model.state_dict()
-    ref_state = ref_tiny.state_dict()
     shared = [k for k in ours if not k.startswith(SPM_PREFIXES)]
     assert len(shared) == len(ours) - 90
     for k in shared:
-        old = (k.replace('patch_embeds.0.', 'patch_embed1.').replace('stages.', 'block')
-               .replace('pos_embeds.', 'pos_embed'))
-        old = re.sub(r'^block(\d)', lambda m: f'block{int(m[1]) + 1}', old)
-        old = re.sub(r'^pos_embed(\d)', lambda m: f'pos_embed{int(m[1]) + 1}', old)
-        assert torch.equal(ours[k], ref_state[old]), k
-    assert_spm_layers_at_own_init(model, with_cls_token=True)
+        assert torch.equal(ours[k], release[release_key(k)]), k
+    assert_spm_layers_at_own_init(model, arch=arch, with_cls_token=True)
 
 
-def test_pvt_v1_without_the_opt_in_fails_loudly(ref_tiny, ref_file, tmp_path):
-    torch.save(reference_pvt_v1_state(ref_tiny), tmp_path / 'pvt_tiny.pth')
+def test_mmdet_retinanet_pvt_config_with_spm_pvt(tmp_path):
+    """mmdet's own configs/pvt/retinanet_pvt-t_fpn_1x_coco.py with only
+    ``backbone.type='SPMPVT'``: its init_cfg (mmdet's spelling, no type)
+    names the PVT v1 release, refused until from_pvt_v1 says it is meant;
+    then the detector trains a step and predicts."""
+    import mmdet
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'pvt',
+                                   'retinanet_pvt-t_fpn_1x_coco.py'))
+    assert cfg.model.backbone.type == 'PyramidVisionTransformer'
+    cfg.model.backbone.type = 'SPMPVT'
+    release = tmp_path / 'pvt_tiny.pth'
+    release_state = release_checkpoint('pvt_tiny', release)
+    assert set(cfg.model.backbone.init_cfg) == {'checkpoint'}
+    cfg.model.backbone.init_cfg.checkpoint = str(release)
+    init_default_scope('mmdet')
+    with pytest.raises(CheckpointError, match=r'PVT v1 checkpoint.*from_pvt_v1=True'):
+        MODELS.build(copy.deepcopy(cfg.model)).init_weights()
+    cfg.model.backbone.init_cfg.from_pvt_v1 = True
+    torch.manual_seed(0)
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    backbone = detector.backbone
+    assert torch.equal(backbone.stages[3][1].attn.kv.weight,
+                       release_state['block4.1.attn.kv.weight'])
+    detector.train()
+    data = detector.data_preprocessor(demo_mm_inputs(1, [(3, 96, 128)], num_items=[3]), True)
+    loss, _ = detector.parse_losses(detector(**data, mode='loss'))
+    assert torch.isfinite(loss)
+    loss.backward()
+    spm = [p for m in backbone.patch_embeds[1:] for p in m.parameters()]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in spm)
+    detector.eval()
+    with torch.no_grad():
+        outputs = detector.val_step(demo_mm_inputs(1, [(3, 96, 128)]))
+    assert len(outputs) == 1 and 'pred_instances' in outputs[0]
+
+
+def test_pvt_v1_without_the_opt_in_fails_loudly(ref_file, tmp_path):
+    release_checkpoint('pvt_tiny', tmp_path / 'pvt_tiny.pth')
     torch.save(mmdet_pvt().state_dict(), tmp_path / 'mmdet_pvt.pth')
     for name in ('pvt_tiny.pth', 'mmdet_pvt.pth'):
         with pytest.raises(CheckpointError, match=r'PVT v1 checkpoint.*from_pvt_v1=True'):

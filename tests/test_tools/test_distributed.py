@@ -32,6 +32,8 @@ def test_dist_train_detection_two_processes(demo_data, tmp_path):
     assert 'world_size: 2' in out or "'world_size': 2" in out or 'Distributed launcher: pytorch' in out
     # 8 images, 2 processes x batch 2: 2 iterations per epoch instead of 4
     assert 'Epoch(train) [1][2/2]' in out
+    # DDP gets gradients in its buckets' layout (no copy per step).
+    assert 'Grad strides do not match' not in out
     assert osp.isfile(tmp_path / 'epoch_1.pth')
     state = torch.load(tmp_path / 'epoch_1.pth')['state_dict']
     assert not any(k.startswith('module.') for k in state)

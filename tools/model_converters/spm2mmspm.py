@@ -15,8 +15,9 @@ import sys
 
 import torch
 
-from mmspm.models.spm_pvt import (ARCH_SETTINGS, SPMPVT, arch_of, convert_reference,
-                                  detect_layout, split_checkpoint, stage_depths)
+from mmspm.models.spm_pvt import SPMPVT
+from mmspm.models.spm_pvt_checkpoints import (ARCH_DEPTHS, arch_of, convert_reference,
+                                              detect_layout, split_checkpoint, stage_depths)
 from mmspm.safe_load import CheckpointError, check_shapes, load_file, unwrap
 
 
@@ -25,7 +26,7 @@ def infer_arch(backbone: dict) -> str:
     if arch is None:
         raise CheckpointError(
             f'Blocks per stage {stage_depths(backbone)} match no SPM-PVT arch '
-            f'({ {n: s["depths"] for n, s in ARCH_SETTINGS.items()} }).')
+            f'({ARCH_DEPTHS}).')
     return arch
 
 

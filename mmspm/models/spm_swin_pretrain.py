@@ -1,0 +1,42 @@
+"""SPM-Swin for mmpretrain: mmpretrain's Swin Transformer with Stepwise Patch
+Merging in place of its patch merging between stages. Needs mmpretrain
+(``pip install mmspm[cls]``); in mmpretrain's registry it is
+``SPMSwinTransformer``, as mmpretrain's Swin is ``SwinTransformer`` there and
+mmdet's (:class:`mmspm.models.spm_swin.SPMSwinTransformer`'s base) in
+mmdet."""
+from typing import Union
+
+from mmpretrain.models.backbones import SwinTransformer
+
+from .spm_swin import SwinPluginMixin
+
+
+class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
+    """mmpretrain's ``SwinTransformer`` (same arguments, defaults and
+    parameter names: ``arch`` is ``'tiny'``/``'t'``, ``'small'``/``'s'``,
+    ``'base'``/``'b'``, ``'large'``/``'l'`` or a dict of ``embed_dims``,
+    ``depths`` and ``num_heads``; default ``'tiny'``) whose ``PatchMerging``
+    at the end of stages 1-3 is SPM, under the same names
+    (``stages.{i}.downsample``). The backbone of mmpretrain's
+    ``configs/swin_transformer`` with only ``type`` changed.
+
+    Its parameter names are those of mmdet's SPM-Swin
+    (:class:`mmspm.models.spm_swin.SPMSwinTransformer`),
+    so a classifier trained with it initialises the SPM-Swin of detection and
+    segmentation configs, SPM layers included.
+
+    ``with_cp`` also checkpoints the SPM layers; ``frozen_stages``
+    (mmpretrain's: ``i`` freezes the patch embedding and stages 0..i, their
+    SPM included) holds from construction on; ``norm_eval`` covers SPM's
+    BatchNorms. ``init_cfg``: a dict or list as mmengine documents
+    (:meth:`init_weights`); its ``Pretrained`` checkpoint may be an
+    mmpretrain, mmdet or mmseg Swin checkpoint, one in the Swin authors'
+    layout or an SPM-Swin one (:meth:`load_pretrained`); ``attn_mask`` and
+    ``relative_position_index`` are recomputed, and bias tables of another
+    window size resized.
+    """
+
+    def __init__(self, arch: Union[str, dict] = 'tiny', *, with_cp: bool = False,
+                 **kwargs) -> None:
+        super().__init__(arch=arch, with_cp=with_cp, **kwargs)
+        self._use_spm(with_cp)

@@ -1,0 +1,52 @@
+"""tools/analysis/show_predictions.py loads checkpoints as tools/test.py
+does: read without unpickling code, the SPM authors' layout renamed
+(ReferenceCheckpointHook), and nothing silently left untrained."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmspm.analysis import build_model
+from mmspm.safe_load import CheckpointError
+from tests.utils import ROOT, Payload, backbone_state
+
+CONFIG = 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'
+
+
+def tool():
+    path = osp.join(ROOT, 'tools/analysis/show_predictions.py')
+    spec = importlib.util.spec_from_file_location('show_predictions', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def classifier():
+    return build_model(Config.fromfile(osp.join(ROOT, CONFIG)))
+
+
+def test_authors_layout_checkpoint_loads_backbone_and_head(classifier, ref_tiny, ref_file):
+    tool().load_weights(classifier, str(ref_file))
+    ours = classifier.state_dict()
+    for k, v in backbone_state(ref_tiny).items():
+        assert torch.equal(ours[f'backbone.{k}'], v), k
+    assert torch.equal(ours['head.fc.weight'], ref_tiny.head.weight)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(classifier, tmp_path):
+    """A backbone-only checkpoint would leave the head untrained."""
+    state = {k: v for k, v in classifier.state_dict().items() if k.startswith('backbone.')}
+    torch.save({'state_dict': state}, tmp_path / 'x.pth')
+    with pytest.raises(RuntimeError, match='missing keys.*head.fc.weight'):
+        tool().load_weights(classifier, str(tmp_path / 'x.pth'))
+
+
+def test_pickled_code_is_not_run(classifier, tmp_path):
+    marker = tmp_path / 'ran'
+    torch.save({'state_dict': {'x': Payload(str(marker))}}, tmp_path / 'evil.pth')
+    with pytest.raises(CheckpointError, match='refused'):
+        tool().load_weights(classifier, str(tmp_path / 'evil.pth'))
+    assert not marker.exists()
