@@ -32,7 +32,7 @@ MMCV_BUILD := if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&
 	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; fi; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1
 
-.PHONY: install wheelhouse test demo benchmark
+.PHONY: install wheelhouse lint test demo benchmark
 
 install: $(STAMP)
 
@@ -45,7 +45,7 @@ $(STAMP): $(wildcard requirements/*) setup.py
 	@# minutes on 2 cores the first time; pip caches the wheel).
 	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) --no-build-isolation $(PIN) -r requirements/mmcv.txt
 	@$(PY) -c 'import mmcv.ops' 2>/dev/null || { echo "mmcv's ops do not load with this torch: the mmcv wheel was built for another torch/CUDA. Make the wheelhouse with the same torch (make wheelhouse), or install without WHEELHOUSE to build mmcv here."; exit 1; }
-	$(PIP) install -q $(SOURCE) $(PIN) -r requirements/openmmlab.txt -r requirements/tests.txt
+	$(PIP) install -q $(SOURCE) $(PIN) -r requirements/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
 	$(PIP) install -q $(SOURCE) --no-build-isolation --no-deps -e .
 	@# `mim search` (and mim's other package lookups) expect the package at
 	@# site-packages/mmspm, which an editable install does not create: link it
@@ -58,11 +58,15 @@ $(STAMP): $(wildcard requirements/*) setup.py
 wheelhouse: install
 	@test -n "$(WHEELHOUSE)" || { echo "say where: make wheelhouse WHEELHOUSE=DIR"; exit 1; }
 	$(PIP) wheel -q -w $(WHEELHOUSE) $(PIN) -r requirements/build.txt $(TORCH_REQS) \
-	  -r requirements/runtime.txt -r requirements/openmmlab.txt -r requirements/tests.txt
+	  -r requirements/runtime.txt -r requirements/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
 	$(MMCV_BUILD) $(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) $(PIN) -r requirements/mmcv.txt
 	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $$($(PY) -c 'import sys, torch; print(f"Python {sys.version_info[0]}.{sys.version_info[1]}, torch {torch.__version__}, CUDA {torch.version.cuda}")'); install with: make install WHEELHOUSE=$(WHEELHOUSE)"
 
-test: install
+# ruff (ruff.toml): errors, warnings, unused names, import order, 100 columns.
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q tests
 
 demo: install

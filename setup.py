@@ -67,7 +67,7 @@ if __name__ == '__main__':
             'mmengine>=0.10.7,<1.0',
             'mmcv>=2.0.0,<2.2.0',  # with its ops; mmdet 3.3 refuses 2.2
             'mmdet>=3.3.0,<3.4.0',  # SPMSwinTransformer/SPMPVTv2 extend its backbones
-            'numpy',
+            'numpy>=1.24,<3',  # requirements/runtime.txt installs 2.x; 1.24+ also works
             'safetensors',
         ],
         extras_require={

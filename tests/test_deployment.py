@@ -5,7 +5,6 @@ loop-free one)."""
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config
 
 from mmspm.deployment import ExportWrapper, export_onnx, load_model, run_onnxruntime

@@ -1,14 +1,19 @@
 """requirements/check_torch.py, the gate of `make install OWN_TORCH=1`: it
 pins the environment's torch/torchvision and refuses versions mmspm does not
 support, naming the version it found (stand-in torch packages play the
-environment's)."""
+environment's). setup.py and requirements/ agree."""
+import ast
+import glob
 import os
+import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
 import torchvision
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.utils import ROOT
 
@@ -49,3 +54,32 @@ def test_accepts_the_oldest_supported(tmp_path):
 def test_names_a_missing_torch(tmp_path):
     proc = check(fake_packages(tmp_path, "raise ModuleNotFoundError('no torch', name='torch')"))
     assert proc.returncode != 0 and 'has no torch' in proc.stderr
+
+
+def _requirements(lines) -> dict:
+    reqs = (Requirement(line.split('#')[0]) for line in lines
+            if line.split('#')[0].strip() and not line.startswith('-'))
+    return {canonicalize_name(r.name): r.specifier for r in reqs}
+
+
+def test_setup_py_and_requirements_agree():
+    """What requirements/ installs, setup.py accepts: a package requirements/
+    constrains is constrained in setup.py too, and every version that
+    requirements/ names lies within setup.py's range."""
+    tree = ast.parse(open(osp.join(ROOT, 'setup.py')).read())
+    setup = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, 'id', '') == 'setup')
+    args = {k.arg: ast.literal_eval(k.value) for k in setup.keywords
+            if k.arg in ('install_requires', 'extras_require')}
+    declared = _requirements(args['install_requires'] + sum(args['extras_require'].values(), []))
+    pinned: dict = {}
+    for path in glob.glob(osp.join(ROOT, 'requirements', '*.txt')):
+        pinned.update(_requirements(open(path).read().splitlines()))
+    for name in declared.keys() & pinned.keys():
+        if not pinned[name]:
+            continue
+        assert declared[name], f'setup.py accepts any {name}, requirements/ {pinned[name]}'
+        for spec in pinned[name]:
+            if spec.operator in ('==', '>=', '~='):
+                assert spec.version in declared[name], (name, str(pinned[name]),
+                                                        str(declared[name]))

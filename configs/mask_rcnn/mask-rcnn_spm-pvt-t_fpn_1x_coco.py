@@ -33,7 +33,8 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/pvt_tiny.pth', from_pvt_v1=True)),
+        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/pvt_tiny.pth',
+        #               from_pvt_v1=True)),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 optim_wrapper = dict(

@@ -135,7 +135,8 @@ class RefSRA(nn.Module):
         if self.sr_ratio > 1:
             x_ = self.sr(x.permute(0, 2, 1).reshape(B, C, H, W)).reshape(B, C, -1).permute(0, 2, 1)
             x = self.norm(x_)
-        kv = self.kv(x).reshape(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).reshape(B, -1, 2, self.num_heads,
+                                C // self.num_heads).permute(2, 0, 3, 1, 4)
         k, v = kv[0], kv[1]
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))

@@ -74,7 +74,8 @@ def test_missing_extra_and_misshaped_keys(ref_tiny, tmp_path):
 
     shaped = dict(state, **{'block3.0.mlp.fc2.weight': torch.zeros(320, 10)})
     torch.save(shaped, tmp_path / 'shaped.pth')
-    with pytest.raises(CheckpointError, match=r"stages\.2\.0\.mlp\.fc2\.weight.*\(320, 10\).*\(320, 1280\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"stages\.2\.0\.mlp\.fc2\.weight.*\(320, 10\).*\(320, 1280\)"):
         dense_from(tmp_path / 'shaped.pth')
 
 
@@ -84,7 +85,8 @@ def test_missing_tensors_keep_the_models_own_init(ref_tiny, tmp_path):
     state = dict(ref_tiny.state_dict())
     del state['block2.1.norm1.weight']
     torch.save(state, tmp_path / 'partial.pth')
-    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'partial.pth')))
+    model = SPMPVT('tiny', init_cfg=dict(type='Pretrained',
+                                         checkpoint=str(tmp_path / 'partial.pth')))
     model.stages[1][1].norm1.weight.data.fill_(7.0)
     model.init_weights()
     assert torch.equal(model.stages[1][1].norm1.weight, torch.ones(128))

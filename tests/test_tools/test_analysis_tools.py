@@ -38,7 +38,8 @@ def runs(demo_data, tmp_path_factory):
                       str(root / 'det'), *det_options(demo_data))
     cls = cls_options(demo_data)
     run(sys.executable, 'tools/train.py', CLS_CONFIG, '--work-dir', str(root / 'cls'), *cls)
-    logs['cls'] = run(sys.executable, 'tools/test.py', CLS_CONFIG, str(root / 'cls' / 'epoch_1.pth'),
+    logs['cls'] = run(sys.executable, 'tools/test.py', CLS_CONFIG,
+                      str(root / 'cls' / 'epoch_1.pth'),
                       '--work-dir', str(root / 'cls' / 'test'), *cls)
     killed = root / 'seg_killed'
     kill_after_checkpoint([sys.executable, 'tools/train.py', SEG_CONFIG, '--work-dir', str(killed),

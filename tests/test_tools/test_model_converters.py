@@ -36,7 +36,8 @@ def test_conversion_round_trip(arch, tmp_path):
     torch.save({'state_dict': ref.state_dict()}, src)
     out = convert(src, tmp_path / 'converted.pth').stdout
     assert f'SPM-PVT-{arch}' in out
-    assert 'patch_embed2.spm.msa.local_conv_9.weight -> backbone.patch_embeds.1.msa.local_convs.3.weight' in out
+    assert ('patch_embed2.spm.msa.local_conv_9.weight -> '
+            'backbone.patch_embeds.1.msa.local_convs.3.weight') in out
     converted = torch.load(tmp_path / 'converted.pth', weights_only=True)
     assert set(converted) == {k for k in converted if k.startswith(('backbone.', 'head.fc.'))}
     model = SPMPVT(arch, with_cls_token=True)
@@ -139,7 +140,8 @@ def test_mim_test_mmpretrain_with_converted_checkpoint(ref_tiny, ref_file, demo_
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
     init_default_scope('mmpretrain')
-    preprocessor = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).data_preprocessor
+    preprocessor = MODELS.build(
+        dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).data_preprocessor
     scores, labels = [], []
     with torch.no_grad():
         for batch in Runner.build_dataloader(cfg.test_dataloader):

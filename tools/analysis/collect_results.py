@@ -8,7 +8,8 @@ runs (``<timestamp>/<timestamp>.json``, also under ``WORK_DIR/*/``, such as
 classification) and prints one table per task in the paper's layout, a row
 per work dir, each cell ``measured (reference, difference)``::
 
-    python tools/analysis/collect_results.py work_dirs/mask-rcnn_*/ [--out table.md] [--csv table.csv]
+    python tools/analysis/collect_results.py work_dirs/mask-rcnn_*/ [--out table.md] \
+        [--csv table.csv]
 
 The reference numbers are those of ``configs/*/metafile.yml`` (the paper's,
 or the named source's), matched by task and backbone; runs on other data than
@@ -52,7 +53,8 @@ class Task(NamedTuple):
 
 
 def _coco_columns(prefix: str, label: str) -> tuple[Column, ...]:
-    return tuple(Column(f'{label} {name}' if name else f'{label} AP', f'coco/{prefix}_mAP{key}', 100)
+    return tuple(Column(f'{label} {name}' if name else f'{label} AP',
+                        f'coco/{prefix}_mAP{key}', 100)
                  for name, key in (('', ''), ('AP50', '_50'), ('AP75', '_75'),
                                    ('APs', '_s'), ('APm', '_m'), ('APl', '_l')))
 
@@ -227,7 +229,8 @@ def reference_numbers(root: str = ROOT) -> dict:
     return table
 
 
-def compare(row: Row, references: dict) -> tuple[list[tuple[Optional[float], Optional[float]]], str, bool]:
+def compare(row: Row, references: dict
+            ) -> tuple[list[tuple[Optional[float], Optional[float]]], str, bool]:
     """Per column of the row's task (measured, reference) in percent, the
     reference's source, and whether the run's data is the paper's (same
     number of classes), without which no difference is given."""
@@ -264,7 +267,8 @@ def markdown(rows: list[Row], references: dict) -> str:
             continue
         labels = [c.label for c in task.columns]
         lines += [f'### {task.title}', '',
-                  '| backbone | ' + ' | '.join(labels) + ' | reference | from | status | work dir |',
+                  '| backbone | ' + ' | '.join(labels)
+                  + ' | reference | from | status | work dir |',
                   '|---|' + '---|' * (len(labels) + 4)]
         for row in group:
             values, note, comparable = compare(row, references)
