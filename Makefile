@@ -1,7 +1,7 @@
 # `make test` and `make demo` install the pinned stack into .venv when it is
 # missing or when requirements/ or setup.py changed; otherwise they start at once.
 #
-# Install modes (README, "Installing"):
+# Install modes (docs/install.md):
 #   make install WHEELHOUSE=DIR  only from the wheels in DIR, no index (`make wheelhouse WHEELHOUSE=DIR` makes them)
 #   make install OWN_TORCH=1     keep the torch/torchvision of $(PYTHON)'s environment
 SHELL := /bin/bash

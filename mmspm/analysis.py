@@ -68,7 +68,11 @@ def backbone_token(cfg: dict) -> str:
         key = (args['embed_dims'], tuple(args['num_layers']))
         return f'{spm}pvtv2-{_PVTV2_SIZES.get(key, "?")}'
     if kind in ('SwinTransformer', 'Swin'):
-        key = (args['embed_dims'], tuple(args['depths']))
+        arch = cfg.get('arch')  # mmpretrain's Swin: 'tiny' / 't' ..., or a dict
+        if isinstance(arch, str):
+            return f'{spm}swin-{arch[0].lower()}'
+        fields = arch if arch is not None else args
+        key = (fields['embed_dims'], tuple(fields['depths']))
         return f'{spm}swin-{_SWIN_SIZES.get(key, "?")}'
     return (spm + kind).lower()
 
