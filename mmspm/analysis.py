@@ -109,6 +109,18 @@ def build_model(cfg: Config) -> nn.Module:
     return _build(cfg, _model_dict(cfg))
 
 
+def quiet_init_weights(module: nn.Module) -> None:
+    """``module.init_weights()`` with mmengine's per-tensor log lines (printed
+    when the logger has no file) left out: a tool wants none."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        module.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
 def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """The config's backbone in eval mode, every stage returned as an NCHW map
     (SPM-PVT classifiers are built dense; their cls token is not used).
@@ -122,14 +134,7 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     if backbone_cfg['type'].split('.')[-1] == 'SPMPVT':
         backbone_cfg['with_cls_token'] = False
     backbone = _build(cfg, backbone_cfg)
-    # Without a log file, init_weights prints a line per tensor; a tool wants none.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        backbone.init_weights()
-    finally:
-        logger.setLevel(level)
+    quiet_init_weights(backbone)
     if checkpoint is not None:
         if hasattr(backbone, 'load_pretrained'):  # SPM backbones: every layout they know
             backbone.load_pretrained(checkpoint)

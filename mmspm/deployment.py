@@ -26,11 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from torch import Tensor, nn
 
-from .analysis import build_model
+from .analysis import build_model, quiet_init_weights
 from .safe_load import CheckpointError, load_checkpoint, unwrap
 
 # The default ONNX opset: the newest the exporter of every supported torch
@@ -73,14 +72,7 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
         cfg.model.backbone.init_cfg = None
     model = build_model(cfg)
     if checkpoint is None:
-        # Without a log file, init_weights logs a line per tensor.
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel('WARNING')
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
+        quiet_init_weights(model)
     else:
         state = unwrap(load_checkpoint(checkpoint))
         missing, unexpected = model.load_state_dict(state, strict=False)
