@@ -11,7 +11,6 @@
   effective receptive field of Luo et al. (2016) as the paper shows it.
 - :func:`attention_probs`: the attention weights of one PVT block.
 """
-import importlib
 import inspect
 import os.path as osp
 from typing import Callable, Iterable, Optional
@@ -21,21 +20,16 @@ import numpy as np
 import torch
 from mmdet.models.backbones import PyramidVisionTransformer
 from mmengine.config import Config
-from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
+from .builder import build_model, model_config
 from .models import SPMPVT
+from .models.families import FAMILIES, family_of
+from .models.spm import VARIANT_ARGS, variant_token
 from .safe_load import CheckpointError, backbone_of, load_checkpoint, unwrap
 
-# Sizes by (embed_dims, blocks per stage), as their papers name them.
-_PVT_SIZES = {(2, 2, 2, 2): 't', (3, 4, 6, 3): 's', (3, 4, 18, 3): 'm', (3, 8, 27, 3): 'l'}
-_PVTV2_SIZES = {(32, (2, 2, 2, 2)): 'b0', (64, (2, 2, 2, 2)): 'b1',
-                (64, (3, 4, 6, 3)): 'b2', (64, (3, 4, 18, 3)): 'b3',
-                (64, (3, 8, 27, 3)): 'b4', (64, (3, 6, 40, 3)): 'b5'}
-_SWIN_SIZES = {(96, (2, 2, 6, 2)): 't', (96, (2, 2, 18, 2)): 's',
-               (128, (2, 2, 18, 2)): 'b', (192, (2, 2, 18, 2)): 'l'}
-_WORDS = {'spm': 'SPM', 'pvt': 'PVT', 'pvtv2': 'PVTv2', 'swin': 'Swin'}
+# Words of config-name tokens as papers write them (the families' own below).
+_WORDS = {'spm': 'SPM', **{f.token: f.display for f in FAMILIES}}
 
 
 def _arguments(cfg: dict) -> dict:
@@ -51,30 +45,18 @@ def _arguments(cfg: dict) -> dict:
 
 def backbone_token(cfg: dict) -> str:
     """The OpenMMLab config-name token of a backbone config, e.g. ``spm-pvt-t``,
-    ``pvtv2-b1``, ``swin-t``; the type name (lower case) when it is no size
-    of SPM-PVT, PVT, PVTv2 or Swin."""
-    kind = cfg['type'].split('.')[-1]
+    ``pvtv2-b1``, ``swin-t`` (for the backbones of :data:`FAMILIES`); the type
+    name (lower case) for any other backbone."""
+    try:
+        family, kind = family_of(cfg['type'])
+    except KeyError:
+        return cfg['type'].split('.')[-1].lower()
+    prefix = 'spm-' if kind == 'spm' else ''
     args = _arguments(cfg)
-    if kind == 'SPMPVT':
-        arch = args.get('arch', 'tiny')
-        depths = tuple(arch['depths']) if isinstance(arch, dict) else None
-        size = _PVT_SIZES.get(depths, '?') if depths else arch[0].lower()
-        return f'spm-pvt-{size}'
-    spm = 'spm-' if kind.startswith('SPM') else ''
-    kind = kind[3:] if spm else kind
-    if kind == 'PyramidVisionTransformer':
-        return f'{spm}pvt-{_PVT_SIZES.get(tuple(args["num_layers"]), "?")}'
-    if kind in ('PyramidVisionTransformerV2', 'PVTv2'):
-        key = (args['embed_dims'], tuple(args['num_layers']))
-        return f'{spm}pvtv2-{_PVTV2_SIZES.get(key, "?")}'
-    if kind in ('SwinTransformer', 'Swin'):
-        arch = cfg.get('arch')  # mmpretrain's Swin: 'tiny' / 't' ..., or a dict
-        if isinstance(arch, str):
-            return f'{spm}swin-{arch[0].lower()}'
-        fields = arch if arch is not None else args
-        key = (fields['embed_dims'], tuple(fields['depths']))
-        return f'{spm}swin-{_SWIN_SIZES.get(key, "?")}'
-    return (spm + kind).lower()
+    # An SPM ablation variant (configs/imagenet/ablations) is a backbone of its own.
+    variant = variant_token(**{k: v for k, v in args.items() if k in VARIANT_ARGS}) \
+        if kind == 'spm' else ''
+    return f'{prefix}{family.token}-{family.size(args)}{variant}'
 
 
 def name_token(config_name: str) -> str:
@@ -89,38 +71,6 @@ def display_name(token: str) -> str:
     return '-'.join(_WORDS.get(w, w.upper()) for w in token.split('-'))
 
 
-def _model_dict(cfg: Config) -> dict:
-    """The model config as the Runner builds it: mmpretrain configs keep the
-    data preprocessor at the top level."""
-    model = cfg.model.copy()
-    if 'data_preprocessor' not in model and cfg.get('data_preprocessor'):
-        model['data_preprocessor'] = cfg.data_preprocessor
-    return model
-
-
-def _build(cfg: Config, part: dict) -> nn.Module:
-    """``part`` built in the config's scope, by that codebase's registry."""
-    init_default_scope(cfg.default_scope)
-    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(part)
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The config's whole model, as the Runner builds it (no weights loaded)."""
-    return _build(cfg, _model_dict(cfg))
-
-
-def quiet_init_weights(module: nn.Module) -> None:
-    """``module.init_weights()`` with mmengine's per-tensor log lines (printed
-    when the logger has no file) left out: a tool wants none."""
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        module.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
 def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """The config's backbone in eval mode, every stage returned as an NCHW map
     (SPM-PVT classifiers are built dense; their cls token is not used).
@@ -133,8 +83,7 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     backbone_cfg = dict(cfg.model.backbone, init_cfg=None, out_indices=(0, 1, 2, 3))
     if backbone_cfg['type'].split('.')[-1] == 'SPMPVT':
         backbone_cfg['with_cls_token'] = False
-    backbone = _build(cfg, backbone_cfg)
-    quiet_init_weights(backbone)
+    backbone = build_model(cfg, backbone_cfg, init_weights=True)
     if checkpoint is not None:
         if hasattr(backbone, 'load_pretrained'):  # SPM backbones: every layout they know
             backbone.load_pretrained(checkpoint)
@@ -152,7 +101,7 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
 def normalisation(cfg: Config) -> tuple[list[float], list[float], bool]:
     """(mean, std, rgb) of the config's data preprocessor; rgb says whether the
     model sees RGB (``bgr_to_rgb``/``to_rgb``) rather than BGR."""
-    pre = _model_dict(cfg).get('data_preprocessor') or {}
+    pre = model_config(cfg).get('data_preprocessor') or {}
     mean = list(pre.get('mean', (123.675, 116.28, 103.53)))
     std = list(pre.get('std', (58.395, 57.12, 57.375)))
     return mean, std, bool(pre.get('bgr_to_rgb', pre.get('to_rgb', True)))

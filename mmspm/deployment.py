@@ -17,7 +17,6 @@ their loop-free path (:func:`mmspm.models.spm.select_path`) and one graph
 serves every size; it holds standard ONNX operators only, without sequence
 operators, so that TensorRT's ONNX parser can read it (:func:`check_graph`).
 """
-import copy
 import importlib
 import re
 from typing import Optional, Sequence
@@ -26,10 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
 from torch import Tensor, nn
 
-from .analysis import build_model, quiet_init_weights
+from .builder import build_model
 from .safe_load import CheckpointError, load_checkpoint, unwrap
 
 # The default ONNX opset: the newest the exporter of every supported torch
@@ -67,13 +65,8 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     unpickling code; every tensor of the model must be in it), or its own
     initialisation when ``checkpoint`` is None (the backbone's pretrained
     checkpoint, if the config names one, is not read)."""
-    if checkpoint is None and cfg.model.get('backbone', {}).get('init_cfg'):
-        cfg = copy.deepcopy(cfg)
-        cfg.model.backbone.init_cfg = None
-    model = build_model(cfg)
-    if checkpoint is None:
-        quiet_init_weights(model)
-    else:
+    model = build_model(cfg, init_weights=checkpoint is None)
+    if checkpoint is not None:
         state = unwrap(load_checkpoint(checkpoint))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -82,8 +75,7 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
                 f'{missing[:6]}, unexpected {unexpected[:6]}. Pass a checkpoint '
                 f'trained with this config (convert the SPM authors\' checkpoints '
                 f'with tools/model_converters/spm2mmspm.py first).')
-    # SyncBN needs a process group when training and is plain BN in eval mode.
-    return revert_sync_batchnorm(model).eval()
+    return model.eval()
 
 
 class IntegerUpsample(nn.Module):

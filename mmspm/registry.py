@@ -2,29 +2,32 @@
 
 After ``import mmspm`` (or ``custom_imports=dict(imports=['mmspm'])``) a config
 of mmdet, mmsegmentation or mmpretrain can say ``type='SPMPVT'``,
-``type='SPMSwinTransformer'``, ``type='SPMPVTv2'`` or
-``type='StepwisePatchMerging'``, and any of them ``type='mmdet.SPMPVT'`` and
-the like. ``SPMSwinTransformer`` is built on the codebase's own Swin: mmdet's
-in mmdet and mmseg, mmpretrain's in mmpretrain (:func:`models_for`).
+``type='SPMSwinTransformer'``, ``type='SPMPVTv2'`` (the families of
+:mod:`mmspm.models.families`) or ``type='StepwisePatchMerging'``, and any of
+them ``type='mmdet.SPMPVT'`` and the like. ``SPMSwinTransformer`` is built on
+the codebase's own Swin: mmdet's in mmdet and mmseg, mmpretrain's in
+mmpretrain (:func:`models_for`).
 """
 import importlib
 
-from .models import SPMPVT, SPMPVTv2, SPMSwinTransformer, StepwisePatchMerging
-
-SPM_MODELS = (SPMPVT, SPMSwinTransformer, SPMPVTv2, StepwisePatchMerging)
+from .models import StepwisePatchMerging
+from .models.families import FAMILIES
 
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def models_for(scope: str) -> dict[str, type]:
-    """The models registered in ``scope``'s registry, by name: in mmpretrain's,
-    ``SPMSwinTransformer`` is the SPM-Swin built on mmpretrain's Swin (its
-    configs' ``arch``, its checkpoints); in mmdet's and mmseg's, on mmdet's."""
-    models = {m.__name__: m for m in SPM_MODELS}
-    if scope == 'mmpretrain':
-        # Imported here: mmpretrain is optional (mmspm[cls]).
-        from .models import spm_swin_pretrain
-        models['SPMSwinTransformer'] = spm_swin_pretrain.SPMSwinTransformer
+    """The models registered in ``scope``'s registry, by name: each family's
+    SPM backbone (the one its ``per_scope`` names for ``scope``, if any, e.g.
+    in mmpretrain the SPM-Swin built on mmpretrain's Swin) and the SPM layer."""
+    models = {StepwisePatchMerging.__name__: StepwisePatchMerging}
+    for family in FAMILIES:
+        cls = family.spm
+        if scope in family.per_scope:
+            # Imported here: the codebase it builds on is optional.
+            module, name = family.per_scope[scope].split(':')
+            cls = getattr(importlib.import_module(module), name)
+        models[family.spm.__name__] = cls
     return models
 
 

@@ -12,23 +12,18 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
-import mmspm
+from mmspm.analysis import backbone_token, name_token
+from mmspm.builder import build_model
+from mmspm.models.families import Family, family_of
 from tests.utils import ROOT
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
-# SPM on mmdet's Swin and PVTv2: each SPM config is its baseline's with the
-# backbone type changed (the imagenet ones have no baseline config).
-PLUGINS = {'swin-t': ('SwinTransformer', 'SPMSwinTransformer'),
-           'pvtv2-b1': ('PyramidVisionTransformerV2', 'SPMPVTv2')}
-PLUGIN_CONFIGS = [c for c in CONFIGS if any(f'_{p}_' in c or f'spm-{p}_' in c for p in PLUGINS)]
-PVT_CONFIGS = [c for c in CONFIGS if c not in PLUGIN_CONFIGS]
+# The members of the plugin families that have configs: each SPM config is
+# its baseline's with the backbone type changed (the imagenet ones have no
+# baseline config).
+PLUGIN_MEMBERS = ('swin-t', 'pvtv2-b1')
 ARCHS = dict(t='tiny', s='small', m='medium', l='large')
 PVT_DEPTHS = dict(t=[2, 2, 2, 2], s=[3, 4, 6, 3], m=[3, 4, 18, 3], l=[3, 8, 27, 3])
-
-
-def build(cfg: Config, part: dict):
-    init_default_scope(cfg.default_scope)
-    return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(part)
 
 
 def test_expected_configs_exist():
@@ -38,29 +33,44 @@ def test_expected_configs_exist():
             assert f'mask_rcnn/mask-rcnn_{prefix}-{s}_fpn_1x_coco.py' in names
             assert f'semantic_fpn/fpn_{prefix}-{s}_8xb2-40k_ade20k-512x512.py' in names
         assert f'imagenet/spm-pvt-{s}_8xb128_in1k.py' in names
-    for p in PLUGINS:
+    for p in PLUGIN_MEMBERS:
         for prefix in ('spm-', ''):
             assert f'mask_rcnn/mask-rcnn_{prefix}{p}_fpn_1x_coco.py' in names
             assert f'semantic_fpn/fpn_{prefix}{p}_8xb2-40k_ade20k-512x512.py' in names
         assert f'imagenet/spm-{p}_8xb128_in1k.py' in names
 
 
-@pytest.mark.parametrize('path', PVT_CONFIGS, ids=lambda p: osp.basename(p))
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.basename(p))
 def test_config_builds_with_recipe(path):
+    """Each config builds its backbone family's model (read from the config's
+    backbone type, not its name), its name says that backbone, and it keeps
+    the recipe of its family: the paper's for SPM-PVT and PVT v1, the
+    baseline's for SPM on a plugin family."""
     cfg = Config.fromfile(path)
-    name = osp.basename(path)
-    model = build(cfg, cfg.model)
+    name = osp.basename(path)[:-3]
+    family, kind = family_of(cfg.model.backbone.type)
+    model = build_model(cfg)
+    if kind == 'spm':
+        assert type(model.backbone).__name__ == family.spm.__name__
+    else:
+        assert type(model.backbone).__name__ in family.baselines
+    assert name_token(name) == backbone_token(cfg.model.backbone), \
+        f'{name}: the name says another backbone than the config builds'
+    if family.token == 'pvt':
+        _check_pvt_recipe(cfg, name, model)
+    else:
+        _check_plugin_recipe(cfg, path, family)
+
+
+def _check_pvt_recipe(cfg: Config, name: str, model) -> None:
     backbone = cfg.model.backbone
-    size = name.split('pvt-')[1][0]
+    size = name_token(name).split('-')[-1]
     if 'spm-pvt' in name:
-        assert isinstance(model.backbone, mmspm.SPMPVT)
-        assert model.backbone.arch_settings['depths'] == mmspm.models.ARCH_SETTINGS[
-            ARCHS[size]]['depths']
+        assert list(model.backbone.arch_settings['depths']) == PVT_DEPTHS[size]
         if 'demo' not in name and cfg.default_scope != 'mmpretrain':
             assert backbone.init_cfg == dict(
                 type='Pretrained', checkpoint=f'checkpoints/spm-pvt-{size}_8xb128_in1k.pth')
     else:
-        assert type(model.backbone).__name__ == 'PyramidVisionTransformer'
         assert backbone.num_layers == PVT_DEPTHS[size]
     if 'demo' in name:
         return
@@ -97,14 +107,7 @@ def test_config_builds_with_recipe(path):
                 if t.type == 'CenterCrop'][0].crop_size == 224
 
 
-@pytest.mark.parametrize('path', PLUGIN_CONFIGS, ids=lambda p: osp.basename(p))
-def test_plugin_config_builds_with_its_baselines_recipe(path):
-    cfg = Config.fromfile(path)
-    name = osp.basename(path)
-    plugin = [p for p in PLUGINS if p in name][0]
-    upstream, ours = PLUGINS[plugin]
-    model = build(cfg, cfg.model)
-    assert type(model.backbone).__name__ == (ours if 'spm-' in name else upstream)
+def _check_plugin_recipe(cfg: Config, path: str, family: Family) -> None:
     if cfg.default_scope == 'mmpretrain':
         assert tuple(cfg.model.backbone.out_indices) == (3, )
         assert cfg.model.neck.type == 'GlobalAveragePooling'
@@ -112,21 +115,22 @@ def test_plugin_config_builds_with_its_baselines_recipe(path):
         assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-3, 0.05)
         assert cfg.train_cfg.max_epochs == 300
         return
+    name = osp.basename(path)
     if 'spm-' in name:  # the baseline's recipe, to the letter
         baseline = Config.fromfile(path.replace('spm-', '')).to_dict()
-        mine = Config.fromfile(path).to_dict()  # building changed cfg.model
-        assert mine['model']['backbone'].pop('type') == ours
-        assert baseline['model']['backbone'].pop('type').split('.')[-1] == upstream
+        mine = Config.fromfile(path).to_dict()
+        assert mine['model']['backbone'].pop('type') == family.spm.__name__
+        assert baseline['model']['backbone'].pop('type').split('.')[-1] in family.baselines
         for d in (mine, baseline):
             d.pop('filename', None)
         assert mine == baseline
-    if plugin == 'swin-t' and cfg.default_scope == 'mmdet':
+    if family.token == 'swin' and cfg.default_scope == 'mmdet':
         # mmdet's mask-rcnn_swin-t-p4-w7_fpn_1x_coco recipe
         optimizer = cfg.optim_wrapper.optimizer
         assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
         assert cfg.model.backbone.drop_path_rate == 0.2
     assert cfg.model.neck.in_channels == dict(
-        swin=[96, 192, 384, 768], pvtv2=[64, 128, 320, 512])[plugin.split('-')[0]]
+        swin=[96, 192, 384, 768], pvtv2=[64, 128, 320, 512])[family.token]
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'
 
 
@@ -145,7 +149,7 @@ def _demo_config(task: str, demo_data) -> Config:
 def _batches(cfg: Config):
     """Two training samples and one predict sample (unpadded test images of
     two sizes cannot be stacked)."""
-    init_default_scope(cfg.default_scope)
+    init_default_scope(cfg.default_scope)  # the datasets' transforms are looked up there
     datasets = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
     train = datasets.build(cfg.train_dataloader.dataset)
     val = datasets.build(cfg.val_dataloader.dataset)
@@ -192,7 +196,7 @@ def test_detector_steps(config, demo_data):
     model_cfg.roi_head.mask_head.num_classes = 3
     model_cfg.train_cfg = data_cfg.model.train_cfg
     model_cfg.test_cfg = data_cfg.model.test_cfg
-    model = build(cfg, model_cfg)
+    model = build_model(cfg, model_cfg)
     train_batch, val_batch = _batches(data_cfg)
     model.data_preprocessor.pad_size_divisor = 1
     outputs = _step(model, train_batch, val_batch)
@@ -214,9 +218,8 @@ def test_detector_steps(config, demo_data):
 def test_segmentor_steps(config, demo_data):
     data_cfg = _demo_config('seg', demo_data)
     cfg, model_cfg = _untrained(config)
-    model_cfg.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
     model_cfg.data_preprocessor.size = data_cfg.crop_size
-    model = build(cfg, model_cfg)
+    model = build_model(cfg, model_cfg)
     train_batch, val_batch = _batches(data_cfg)
     outputs = _step(model, train_batch, val_batch)
     h, w = val_batch['inputs'][0].shape[-2:]
@@ -231,8 +234,7 @@ def test_segmentor_steps(config, demo_data):
 def test_classifier_steps(config):
     from mmpretrain.structures import DataSample
     cfg = Config.fromfile(osp.join(ROOT, f'configs/imagenet/{config}_8xb128_in1k.py'))
-    # The Runner takes the top-level data_preprocessor the same way.
-    model = build(cfg, dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    model = build_model(cfg)
     images = [torch.randint(0, 256, (3, 97, 113), dtype=torch.uint8) for _ in range(2)]
     batch = dict(inputs=images,
                  data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])

@@ -1,4 +1,4 @@
-"""`import mmspm` registers SPMPVT and StepwisePatchMerging in the three
+"""`import mmspm` registers the SPM backbones and StepwisePatchMerging in the three
 codebases' MODELS registries."""
 import pytest
 import torch
@@ -33,3 +33,27 @@ def test_cross_scope_name_from_mmseg():
     """An mmseg config may name mmdet's registration explicitly."""
     from mmseg.registry import MODELS
     assert isinstance(MODELS.build(dict(type='mmdet.SPMPVT')), mmspm.SPMPVT)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_every_family_is_registered(scope):
+    """Each family of mmspm.models.families is in each codebase's registry:
+    SPM-Swin on that codebase's own Swin (mmpretrain's in mmpretrain)."""
+    import importlib
+
+    from mmspm.models.families import FAMILIES
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    expected = dict(SPMPVT='mmspm.models.spm_pvt', SPMPVTv2='mmspm.models.spm_pvtv2',
+                    SPMSwinTransformer='mmspm.models.spm_swin_pretrain'
+                    if scope == 'mmpretrain' else 'mmspm.models.spm_swin')
+    assert {f.spm.__name__ for f in FAMILIES} == set(expected)
+    for name, module in expected.items():
+        assert registry.get(name).__module__ == module
+
+
+def test_a_type_of_no_family_is_named_with_the_fix():
+    from mmspm.models.families import family_of
+    assert family_of('mmdet.PyramidVisionTransformer')[1] == 'baseline'
+    assert family_of('SPMPVTv2')[1] == 'spm'
+    with pytest.raises(KeyError, match="'ResNet' is in no SPM family.*mmspm/models/families.py"):
+        family_of('ResNet')

@@ -13,7 +13,6 @@ sample and keep fewer RoIs (mmcv's RoIAlign is slow on a CPU).
 """
 import copy
 import glob
-import importlib
 import json
 import os.path as osp
 from importlib.util import find_spec
@@ -21,8 +20,8 @@ from importlib.util import find_spec
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
+from mmspm.builder import build_model
 from mmspm.models.spm import StepwisePatchMerging
 
 # (package, configs, the upstream backbone type they name, the SPM type)
@@ -73,18 +72,6 @@ def distinct_models() -> list:
 CASES = distinct_models()
 
 
-def no_sync_bn(cfg) -> None:
-    """SyncBN -> BN throughout a config dict (SyncBN needs a process group)."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for v in cfg.values():
-            no_sync_bn(v)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            no_sync_bn(v)
-
-
 def fewer_rois(model: dict) -> None:
     """RoI budgets of a two-stage detector's train/test settings cut to a few."""
     train, test = model.get('train_cfg') or {}, model.get('test_cfg') or {}
@@ -125,22 +112,17 @@ def batch(package: str, cfg: Config, size: int) -> dict:
 def test_upstream_config_trains_and_predicts_with_the_spm_backbone(package, path, upstream,
                                                                    ours, names):
     cfg = swapped(path, upstream, ours)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.pop('init_cfg', None)
-    model_cfg.backbone.pop('pretrained', None)
-    no_sync_bn(model_cfg)
-    fewer_rois(model_cfg)
+    cfg.model.backbone.pop('init_cfg', None)
+    cfg.model.backbone.pop('pretrained', None)
+    fewer_rois(cfg.model)
     # mmpretrain's classification Swin refuses maps below its window size
     # (pad_small_map=False): its configs get images of their own size.
     # (mmseg's heads, 512 channels at 1/4 resolution, are the slowest part.)
     size = dict(mmpretrain=cfg.model.backbone.get('img_size', 224), mmdet=128,
                 mmseg=64)[package]
     if package == 'mmseg':
-        model_cfg.data_preprocessor.size = (size, size)
-    if 'data_preprocessor' not in model_cfg:  # mmpretrain: at the top, as the Runner takes it
-        model_cfg.data_preprocessor = cfg.data_preprocessor
-    init_default_scope(cfg.default_scope)
-    model = importlib.import_module(f'{package}.registry').MODELS.build(model_cfg)
+        cfg.model.data_preprocessor.size = (size, size)
+    model = build_model(cfg)  # SyncBN made BN
     backbone = model.backbone
     # The configs this model stands for: names.
     assert type(backbone).__name__ == ours, names

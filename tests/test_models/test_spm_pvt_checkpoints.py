@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 from mmspm import SPMPVT
+from mmspm.builder import build_model
 from mmspm.models.spm_pvt_checkpoints import convert_reference
 from mmspm.safe_load import CheckpointError
 from tests.utils import (ROOT, assert_dense_equals_reference, dense_from, reference_model,
@@ -34,22 +34,15 @@ def test_dense_configs_init_with_no_missing_backbone_keys(config, ref_tiny, ref_
     cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.init_cfg.checkpoint = str(ref_file)
-    if cfg.default_scope == 'mmseg':
-        model_cfg.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
-    init_default_scope(cfg.default_scope)
-    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
-    model = registry.build(model_cfg)
-    model.init_weights()
+    model = build_model(cfg, model_cfg, init_weights=True, pretrained=True)
     assert_dense_equals_reference(model.backbone.eval(), ref_tiny)
     missing, unexpected = SPMPVT('tiny').load_pretrained(str(ref_file))
     assert missing == [] and unexpected == []
 
 
 def test_mmpretrain_classifier_into_dense(ref_tiny, ref_file, tmp_path):
-    from mmpretrain.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
-    init_default_scope('mmpretrain')
-    clf = MODELS.build(cfg.model)
+    clf = build_model(cfg)
     torch.save(convert_reference(ref_tiny.state_dict()), tmp_path / 'c.pth')
     load_checkpoint(clf, str(tmp_path / 'c.pth'), strict=True)
     path = tmp_path / 'mmpretrain_runner_style.pth'
@@ -241,7 +234,6 @@ def test_mmdet_retinanet_pvt_config_with_spm_pvt(tmp_path):
     names the PVT v1 release, refused until from_pvt_v1 says it is meant;
     then the detector trains a step and predicts."""
     import mmdet
-    from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'pvt',
                                    'retinanet_pvt-t_fpn_1x_coco.py'))
@@ -251,13 +243,11 @@ def test_mmdet_retinanet_pvt_config_with_spm_pvt(tmp_path):
     release_state = release_checkpoint('pvt_tiny', release)
     assert set(cfg.model.backbone.init_cfg) == {'checkpoint'}
     cfg.model.backbone.init_cfg.checkpoint = str(release)
-    init_default_scope('mmdet')
     with pytest.raises(CheckpointError, match=r'PVT v1 checkpoint.*from_pvt_v1=True'):
-        MODELS.build(copy.deepcopy(cfg.model)).init_weights()
+        build_model(cfg, init_weights=True, pretrained=True)
     cfg.model.backbone.init_cfg.from_pvt_v1 = True
     torch.manual_seed(0)
-    detector = MODELS.build(cfg.model)
-    detector.init_weights()
+    detector = build_model(cfg, init_weights=True, pretrained=True)
     backbone = detector.backbone
     assert torch.equal(backbone.stages[3][1].attn.kv.weight,
                        release_state['block4.1.attn.kv.weight'])

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from mmspm.builder import build_model
 from mmspm.testing import ARCHS
 from tests.utils import (ROOT, Payload, assert_dense_equals_reference, dense_from, metric,
                          reference_model, run)
@@ -60,11 +60,9 @@ def test_conversion_round_trip(arch, tmp_path):
 def test_classifier_parity_with_imagenet_config(ref_tiny, ref_file, tmp_path):
     """configs/imagenet/spm-pvt-t loading a converted checkpoint gives the
     reference classifier's logits."""
-    from mmpretrain.registry import MODELS
     convert(ref_file, tmp_path / 'converted.safetensors')
     cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
-    init_default_scope('mmpretrain')
-    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    model = build_model(cfg)
     load_checkpoint(model, str(tmp_path / 'converted.safetensors'), strict=True)
     model.eval()
     x = torch.randn(2, 3, 224, 224)
@@ -133,15 +131,12 @@ def test_mim_test_mmpretrain_with_converted_checkpoint(ref_tiny, ref_file, demo_
     tested = load(str(tmp_path / 'preds.pkl'))  # this test's own output file
     # The same images through the same pipeline and preprocessor, into the
     # reference model.
-    from mmpretrain.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'))
     cfg.merge_from_dict(dict(arg.split('=', 1) for arg in options))
     cfg.test_dataloader.batch_size = 4
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
-    init_default_scope('mmpretrain')
-    preprocessor = MODELS.build(
-        dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).data_preprocessor
+    preprocessor = build_model(cfg).data_preprocessor
     scores, labels = [], []
     with torch.no_grad():
         for batch in Runner.build_dataloader(cfg.test_dataloader):

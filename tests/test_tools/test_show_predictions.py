@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmspm.analysis import build_model
+from mmspm.builder import build_model
 from mmspm.safe_load import CheckpointError
 from tests.utils import ROOT, Payload, backbone_state
 

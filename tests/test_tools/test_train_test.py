@@ -30,14 +30,11 @@ def test_mim_test_reloads_trained_checkpoint_and_beats_untrained(seg_run, demo_d
 
     # The same model before training, as a checkpoint on disk.
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
+
+    from mmspm.builder import build_model
     cfg = Config.fromfile(osp.join(ROOT, SEG_CONFIG))
-    cfg.model.backbone.init_cfg = None
-    init_default_scope('mmseg')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model = build_model(cfg, init_weights=True)
     untrained_ckpt = tmp_path / 'untrained.pth'
     torch.save({'state_dict': model.state_dict()}, untrained_ckpt)
     untrained = metric(run(sys.executable, 'tools/test.py', SEG_CONFIG,

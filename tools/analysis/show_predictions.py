@@ -24,7 +24,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch import nn
 
-from mmspm.analysis import build_model
+from mmspm.builder import build_model
 from mmspm.hooks import ReferenceCheckpointHook
 from mmspm.safe_load import load_checkpoint
 
