@@ -24,6 +24,11 @@ Odd sizes: the output is ``ceil(H/2) x ceil(W/2)``. The guide token of a window
 on the bottom or right border attends to itself and to those of its four
 pixels that lie inside the map (missing pixels are masked, not zero-filled),
 so every size ``H, W >= 1`` is defined and even sizes equal the reference.
+
+The paper's ablations are options of :class:`StepwisePatchMerging` (``gle``,
+``guide``, ``guide_kernel_size``; :data:`GLE_TYPES`, :data:`GUIDE_TYPES`),
+defined in docs/reference_model.md ("Ablation variants"); the defaults are
+the reference.
 """
 import math
 from typing import Optional, Sequence
@@ -39,6 +44,87 @@ from torch.nn.modules.batchnorm import _BatchNorm
 KERNEL_SIZES = (3, 5, 7, 9)
 # GLE's ways through the windows: 'auto' picks one by :func:`select_path`.
 SPM_PATHS = ('auto', 'chunked', 'whole')
+# The paper's ablations (docs/reference_model.md, "Ablation variants"), the
+# reference first: what takes GLE's place, and the query token of GLE.
+GLE_TYPES = ('attention', 'conv', 'avgpool')
+GUIDE_TYPES = ('gtg', 'cls', 'gap')
+DEFAULT_GUIDE_KERNEL_SIZE = 7
+# A backbone's three merges (downsamplings between its four stages), numbered
+# as the paper's ablation numbers them ("stage 1/2/3"): merge k leads into
+# stage k + 1, i.e. it is the patch embedding of stage k counted from 0.
+SPM_MERGES = (1, 2, 3)
+
+
+def check_spm_stages(owner: str, spm_stages: Sequence[int],
+                     num_merges: int = len(SPM_MERGES)) -> tuple[int, ...]:
+    """``spm_stages`` (the merges that are SPM, numbered 1..``num_merges``)
+    as a sorted tuple; entries out of range, repeated or not integers are
+    refused, naming the range."""
+    merges = tuple(range(1, num_merges + 1))
+    if isinstance(spm_stages, int) or not isinstance(spm_stages, (list, tuple)):
+        raise TypeError(f'{owner}: spm_stages must be a list or tuple of merge numbers in '
+                        f'{merges} (merge k leads into stage k + 1; () for none), got '
+                        f'{spm_stages!r}.')
+    bad = [k for k in spm_stages if isinstance(k, bool) or not isinstance(k, int)
+           or k not in merges]
+    if bad:
+        raise ValueError(f'{owner}: spm_stages={tuple(spm_stages)!r} has {bad}, not merge '
+                         f'numbers: the merges are {merges} (merge k leads into stage k + 1, '
+                         f'as the paper counts them).')
+    if len(set(spm_stages)) != len(spm_stages):
+        raise ValueError(f'{owner}: spm_stages={tuple(spm_stages)!r} names a merge twice; '
+                         f'name each at most once.')
+    return tuple(sorted(spm_stages))
+
+
+# The options of the paper's ablations, as backbones take them.
+VARIANT_ARGS = ('spm_stages', 'gle', 'guide', 'guide_kernel_size')
+
+
+def variant_token(spm_stages: Optional[Sequence[int]] = SPM_MERGES, gle: str = 'attention',
+                  guide: str = 'gtg',
+                  guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE) -> str:
+    """The config-name suffix of an ablation variant: '' for the reference
+    (the defaults; ``spm_stages=None`` is every merge, as SPM-Swin and
+    SPM-PVTv2 default it), else one part per option that differs, in this
+    order: ``-spm1``, ``-spm12``, ``-spm3``, ... (the SPM merges; ``-nospm``
+    for none), ``-gle-conv`` / ``-gle-avgpool``, ``-guide-cls`` /
+    ``-guide-gap``, ``-gtg3`` (guide kernel size)."""
+    parts = []
+    stages = SPM_MERGES if spm_stages is None else tuple(sorted(spm_stages))
+    if stages != SPM_MERGES:
+        parts.append('spm' + ''.join(map(str, stages)) if stages else 'nospm')
+    if gle != 'attention':
+        parts.append(f'gle-{gle}')
+    if guide != 'gtg':
+        parts.append(f'guide-{guide}')
+    if guide_kernel_size != DEFAULT_GUIDE_KERNEL_SIZE:
+        parts.append(f'gtg{guide_kernel_size}')
+    return ''.join('-' + p for p in parts)
+
+
+def check_variant(owner: str, gle: str, guide: str, guide_kernel_size: int) -> None:
+    """Refuse an SPM ablation variant that does not exist or says nothing:
+    an unknown ``gle``/``guide``, an even or non-positive
+    ``guide_kernel_size``, a guide option without GLE's attention (``gle``
+    'conv' or 'avgpool' have no guide token) or a kernel size without the
+    guide token generator (``guide`` 'cls' or 'gap' have none)."""
+    if gle not in GLE_TYPES:
+        raise ValueError(f'{owner}: unknown gle={gle!r}; choose one of {GLE_TYPES}.')
+    if guide not in GUIDE_TYPES:
+        raise ValueError(f'{owner}: unknown guide={guide!r}; choose one of {GUIDE_TYPES}.')
+    if (not isinstance(guide_kernel_size, int) or isinstance(guide_kernel_size, bool)
+            or guide_kernel_size < 1 or guide_kernel_size % 2 == 0):
+        raise ValueError(f'{owner}: guide_kernel_size must be a positive odd integer (the '
+                         f'guide token generator is centred on each 2x2 window), got '
+                         f'{guide_kernel_size!r}.')
+    if gle != 'attention' and guide != 'gtg':
+        raise ValueError(f"{owner}: guide={guide!r} needs gle='attention': gle={gle!r} has "
+                         f'no guide token. Give one of the two options.')
+    if guide_kernel_size != DEFAULT_GUIDE_KERNEL_SIZE and (gle, guide) != ('attention', 'gtg'):
+        raise ValueError(f'{owner}: guide_kernel_size={guide_kernel_size} is the kernel of '
+                         f"the guide token generator, which gle={gle!r}, guide={guide!r} "
+                         f"does not have (it needs gle='attention', guide='gtg').")
 
 
 def is_capturing() -> bool:
@@ -147,6 +233,13 @@ class GuidedLocalEnhancement(nn.Module):
     returned as an NCHW-shaped view of channels-last memory, so flattening it
     to tokens costs nothing.
 
+    ``guide`` (default 'gtg', the reference): the window's query token.
+    'gtg': the guide token generator above (``gtg.{0,2}``), kernel
+    ``guide_kernel_size`` (default 7, odd, padding ``k // 2``); 'cls': one
+    learnt token ``cls_token`` (1, 1, C), the same for every window (a ViT
+    class token); 'gap': the mean of the window's pixels inside the map (no
+    parameters). Everything after the query token is the same for all three.
+
     ``path`` (attribute, default 'auto'): how the windows are processed, see
     :func:`select_path` and :func:`set_spm_path`; both paths compute the same
     function.
@@ -158,23 +251,25 @@ class GuidedLocalEnhancement(nn.Module):
     def __init__(self,
                  channels: int,
                  num_heads: int = 8,
-                 guide_kernel_size: int = 7) -> None:
+                 guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE,
+                 guide: str = 'gtg') -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f'GuidedLocalEnhancement: channels={channels} must '
                              f'be divisible by num_heads={num_heads}.')
-        if guide_kernel_size % 2 == 0:
-            raise ValueError(f'GuidedLocalEnhancement: guide_kernel_size must be '
-                             f'odd (one guide token per 2x2 window), got '
-                             f'{guide_kernel_size}.')
+        check_variant('GuidedLocalEnhancement', 'attention', guide, guide_kernel_size)
         self.channels = channels
         self.num_heads = num_heads
+        self.guide = guide
         self.scale = (channels // num_heads)**-0.5
-        self.gtg = nn.Sequential(
-            nn.BatchNorm2d(channels),
-            nn.GELU(),
-            nn.Conv2d(channels, channels, guide_kernel_size, stride=2,
-                      padding=guide_kernel_size // 2, groups=channels))
+        if guide == 'gtg':
+            self.gtg = nn.Sequential(
+                nn.BatchNorm2d(channels),
+                nn.GELU(),
+                nn.Conv2d(channels, channels, guide_kernel_size, stride=2,
+                          padding=guide_kernel_size // 2, groups=channels))
+        elif guide == 'cls':
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, channels))
         self.norm0 = nn.LayerNorm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.norm1 = nn.LayerNorm(channels)
@@ -182,7 +277,6 @@ class GuidedLocalEnhancement(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        guide = self.gtg(x)
         # The guide's size, as ceil(H/2) rather than the convolution's
         # (H - 1) // 2 + 1: with symbolic sizes, products of such sums expand
         # into polynomials whose quotients inductor's stride checks fail on.
@@ -190,8 +284,8 @@ class GuidedLocalEnhancement(nn.Module):
         pad_h, pad_w = 2 * Hg - H, 2 * Wg - W
         # Channels-last (a free view of what MSA produces): window copies then
         # move whole C-vectors.
+        guide = self._guide_tokens(x, B * Hg, Wg)
         x = x.permute(0, 2, 3, 1)
-        guide = guide.permute(0, 2, 3, 1).reshape(B * Hg, Wg, C)
         if select_path(x.device, self.path) == 'whole':
             # Padded (by 0 on even sides) and masked whatever the size: no
             # Python branch on it, so a captured graph holds for every size.
@@ -203,6 +297,21 @@ class GuidedLocalEnhancement(nn.Module):
         out = out.reshape(B, Hg, Wg, C) + self.qkv.bias[2 * C:]
         out = self.norm1(out)
         return out.permute(0, 3, 1, 2)
+
+    def _guide_tokens(self, x: Tensor, rows: int, Wg: int) -> Tensor:
+        """Every window's query token, ``(B * Hg, Wg, C)`` for ``rows = B * Hg``
+        (both paths take their windows' tokens from it, so they agree)."""
+        if self.guide == 'cls':
+            # A view: one token, its gradient summed over every window.
+            return self.cls_token.expand(rows, Wg, self.channels)
+        if self.guide == 'gtg':
+            guide = self.gtg(x)
+        else:
+            # ceil_mode: border windows average the pixels inside the map
+            # (PyTorch divides by the window's extent clipped to the map), as
+            # the attention masks the pixels outside it.
+            guide = F.avg_pool2d(x, 2, 2, ceil_mode=True)
+        return guide.permute(0, 2, 3, 1).reshape(rows, Wg, self.channels)
 
     def _chunked(self, x: Tensor, guide: Tensor) -> Tensor:
         """:meth:`_attend` over the windows of ``x`` (B, H, W, C) and their
@@ -268,21 +377,71 @@ class GuidedLocalEnhancement(nn.Module):
         return torch.cat([guide, outside], 2)
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``.
+
+    Padded always (by 0 when the size is a multiple) and with floor divisions,
+    not ``%``: no Python branch on the size, so a captured graph (compile,
+    export) holds for every size, and inductor's symbolic shapes take it.
+    """
+    H, W = x.shape[-2:]
+    pad_h = (H + multiple - 1) // multiple * multiple - H
+    pad_w = (W + multiple - 1) // multiple * multiple - W
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+class WindowReduction(nn.Module):
+    """What takes GLE's place in the paper's GLE ablation:
+    ``(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))`` by ``kind`` 'conv' (a
+    2x2 stride-2 convolution ``conv``, C -> C with bias; odd sides are
+    zero-padded at the bottom/right first, as the stage-1 embedding does)
+    or 'avgpool' (2x2 average pooling, no parameters; a border window averages
+    its pixels inside the map), then LayerNorm ``norm1`` (eps 1e-5) as GLE
+    ends. Returned as an NCHW view of channels-last memory, as GLE's.
+    """
+
+    def __init__(self, channels: int, kind: str) -> None:
+        super().__init__()
+        if kind not in GLE_TYPES[1:]:
+            raise ValueError(f'WindowReduction: kind must be one of {GLE_TYPES[1:]}, got '
+                             f'{kind!r}.')
+        self.kind = kind
+        if kind == 'conv':
+            self.conv = nn.Conv2d(channels, channels, 2, 2)
+        self.norm1 = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == 'conv':
+            x = self.conv(pad_to_multiple(x, 2))
+        else:
+            x = F.avg_pool2d(x, 2, 2, ceil_mode=True)
+        return self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class StepwisePatchMerging(nn.Module):
     """SPM: MSA then GLE, ``(B, in_channels, H, W) -> (B, out_channels, ceil(H/2), ceil(W/2))``.
 
     Replaces a stride-2 patch embedding. Parameter names follow the reference
     implementation except ``msa.local_convs.{0..3}`` for its
     ``msa.local_conv_{3,5,7,9}`` and ``gle.qkv`` for its ``gle.attn.qkv``.
+
+    The paper's ablations (defaults: the reference; see
+    docs/reference_model.md): ``gle`` 'attention' (GLE), 'conv' or 'avgpool'
+    (:class:`WindowReduction` as ``gle``); ``guide`` and
+    ``guide_kernel_size``: GLE's query token, see
+    :class:`GuidedLocalEnhancement` (with ``gle='attention'`` only).
     """
 
     def __init__(self, in_channels: int, out_channels: int,
-                 num_heads: int = 8) -> None:
+                 num_heads: int = 8, gle: str = 'attention', guide: str = 'gtg',
+                 guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE) -> None:
         super().__init__()
+        check_variant(type(self).__name__, gle, guide, guide_kernel_size)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.msa = MultiScaleAggregation(in_channels, out_channels)
-        self.gle = GuidedLocalEnhancement(out_channels, num_heads)
+        self.gle = (GuidedLocalEnhancement(out_channels, num_heads, guide_kernel_size, guide)
+                    if gle == 'attention' else WindowReduction(out_channels, gle))
         # The weights of the convolutions run on channels-last maps are kept
         # channels-last, the layout their gradients come in (whichever CPU or
         # GPU kernel computes them; 1x1 and depth-wise weights differ from the
@@ -329,8 +488,12 @@ class TokenStepwisePatchMerging(StepwisePatchMerging):
 def reference_init(module: nn.Module) -> None:
     """The SPM reference's initialisation of every layer in ``module``:
     Linear weights truncated normal (std 0.02), convolutions normal with std
-    ``sqrt(2 / fan_out)``, biases zero, norm layers weight 1 and bias 0."""
+    ``sqrt(2 / fan_out)``, biases zero, norm layers weight 1 and bias 0; the
+    class token of GLE's ``guide='cls'`` variant truncated normal (std 0.02),
+    as ViT's and the backbone's cls tokens."""
     for m in module.modules():
+        if isinstance(m, GuidedLocalEnhancement) and m.guide == 'cls':
+            trunc_normal_(m.cls_token, std=.02)
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:  # SPMPVT(qkv_bias=False)

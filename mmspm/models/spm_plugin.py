@@ -1,7 +1,8 @@
 """What SPM-Swin and SPM-PVTv2 share: an upstream backbone whose downsampling
-layers are :class:`TokenStepwisePatchMerging`, initialised by the upstream
-scheme with the SPM layers at the SPM reference's (or as ``init_cfg`` says),
-and loaded from upstream checkpoints with only the SPM layers left at init.
+layers (all, or those ``spm_stages`` names) are
+:class:`TokenStepwisePatchMerging`, initialised by the upstream scheme with
+the SPM layers at the SPM reference's (or as ``init_cfg`` says), and loaded
+from upstream checkpoints with only the SPM layers left at init.
 """
 import re
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..safe_load import CheckpointError, backbone_of, check_shapes, load_checkpoint, unwrap
-from .spm import TokenStepwisePatchMerging, reference_init
+from .spm import TokenStepwisePatchMerging, check_spm_stages, reference_init
 
 InitCfg = Union[dict, Sequence[dict], None]
 
@@ -66,8 +67,10 @@ def with_prefix(state: 'OrderedDict[str, Tensor]', prefix: str,
 class SPMPluginMixin:
     """Put first among the bases of an upstream backbone's subclass.
 
-    Subclasses set ``spm_key``, the state-dict keys of the slots the SPM
-    layers took (the upstream downsampling layers had the same prefixes),
+    Subclasses set ``spm_key``, the state-dict keys of the slots of the
+    downsampling layers (SPM or upstream ones, under the same prefixes), its
+    group 1 the slot's number, which is the merge's number (1 for the first
+    downsampling, as the paper counts them) less ``merge_offset``;
     ``optional_key``, keys that upstream checkpoints may hold or lack (output
     norms), and ``recomputed_key``, buffers the model computes itself and
     never loads; they build the SPM layers with :meth:`_spm_for`, convert an
@@ -78,9 +81,25 @@ class SPMPluginMixin:
     """
 
     spm_key: ClassVar[re.Pattern]
+    merge_offset: ClassVar[int] = 0
     optional_key: ClassVar[Optional[re.Pattern]] = None
     recomputed_key: ClassVar[Optional[re.Pattern]] = None
     norm_eval: bool
+    spm_stages: tuple[int, ...]
+
+    def _check_spm_stages(self, spm_stages: Optional[Sequence[int]],
+                          num_merges: int) -> tuple[int, ...]:
+        """Keep ``spm_stages`` (the merges, 1..``num_merges``, that become SPM;
+        None: all; the others stay the upstream downsampling, with its
+        parameter names)."""
+        self.spm_stages = (tuple(range(1, num_merges + 1)) if spm_stages is None else
+                           check_spm_stages(type(self).__name__, spm_stages, num_merges))
+        return self.spm_stages
+
+    def _is_spm_key(self, key: str) -> bool:
+        """Whether ``key`` is in the slot of a merge that is SPM in this model."""
+        match = self.spm_key.match(key)
+        return match is not None and int(match[1]) + self.merge_offset in self.spm_stages
 
     def _spm_for(self, stride: Sequence[int], in_channels: int, out_channels: int,
                  with_cp: bool) -> CheckpointedSPM:
@@ -180,19 +199,25 @@ class SPMPluginMixin:
 
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
-        spm = [k for k in missing if self.spm_key.match(k)]
+        spm = [k for k in missing if self._is_spm_key(k)]
         absent = [k for k in missing if k not in spm and not optional(k)]
-        extra = [k for k in unexpected if not self.spm_key.match(k) and not optional(k)]
+        extra = [k for k in unexpected if not self._is_spm_key(k) and not optional(k)]
         if absent or extra:
+            merges = sorted({int(m[1]) + self.merge_offset for m in map(
+                self.spm_key.match, absent + extra) if m})
+            hint = (f' The misfits are in the downsampling layers of merge(s) {merges}: the '
+                    f'model has SPM at spm_stages={self.spm_stages} and the upstream '
+                    f'downsampling elsewhere; a checkpoint of another spm_stages does not '
+                    f'fit (build the model with its spm_stages).' if merges else '')
             raise CheckpointError(
                 f'{filename!r} does not fit {name} with these arguments: '
                 f'tensors of the model missing from it: {absent[:8]}'
                 f'{" ..." if len(absent) > 8 else ""}; tensors with no place in '
                 f'the model: {extra[:8]}{" ..." if len(extra) > 8 else ""}. It '
                 f'is a checkpoint of another size or model (check depths, '
-                f'embed_dims / num_layers against the checkpoint).')
+                f'embed_dims / num_layers against the checkpoint).{hint}')
         self.load_state_dict(state, strict=False)
-        replaced = [k for k in unexpected if self.spm_key.match(k)]
+        replaced = [k for k in unexpected if self._is_spm_key(k)]
         print_log(
             f'{name}: loaded {filename}: {len(own) - len(missing)} of {len(own)} '
             f'tensors; SPM layers left at init: '

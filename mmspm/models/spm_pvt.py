@@ -1,4 +1,5 @@
-"""SPM-PVT: PVT v1 with Stepwise Patch Merging as the patch embedding of stages 2-4.
+"""SPM-PVT: PVT v1 with Stepwise Patch Merging as the patch embedding of stages 2-4
+(or of those the paper's ablation options choose, :class:`SPMPVT`).
 
 Its checkpoint layouts and their conversions are in :mod:`.spm_pvt_checkpoints`;
 the backbone adapts and checks every state dict loaded into it
@@ -21,10 +22,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
-from .spm import StepwisePatchMerging, reference_init
+from .spm import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, StepwisePatchMerging,
+                  check_spm_stages, check_variant, pad_to_multiple, reference_init)
 from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
 from .spm_pvt_checkpoints import (ARCH_DEPTHS, check_coverage, check_depths, check_pvt_v1_fit,
-                                  pretrained_backbone)
+                                  check_variant_fits, pretrained_backbone)
 
 # Fields shared by all archs; depths differ (docs/reference_model.md).
 _PVT_V1 = dict(
@@ -33,19 +35,6 @@ _PVT_V1 = dict(
     mlp_ratios=(8, 8, 4, 4),
     sr_ratios=(8, 4, 2, 1))
 ARCH_SETTINGS = {name: dict(_PVT_V1, depths=depths) for name, depths in ARCH_DEPTHS.items()}
-
-
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``.
-
-    Padded always (by 0 when the size is a multiple) and with floor divisions,
-    not ``%``: no Python branch on the size, so a captured graph (compile,
-    export) holds for every size, and inductor's symbolic shapes take it.
-    """
-    H, W = x.shape[-2:]
-    pad_h = (H + multiple - 1) // multiple * multiple - H
-    pad_w = (W + multiple - 1) // multiple * multiple - W
-    return F.pad(x, (0, pad_w, 0, pad_h))
 
 
 def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
@@ -80,10 +69,12 @@ def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
 
 
 class PatchEmbed(nn.Module):
-    """Stage-1 embedding: 4x4 stride-4 conv + LayerNorm, NCHW in and out.
+    """PVT v1's patch embedding: ``patch_size`` (4 in stage 1, 2 in the
+    merges that are not SPM) square conv with that stride + LayerNorm, NCHW
+    in and out.
 
-    Inputs whose sides are not multiples of 4 are zero-padded at the
-    bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
+    Inputs whose sides are not multiples of ``patch_size`` are zero-padded at
+    the bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
     ``norm_cfg``: see :func:`layer_norm` (default None: eps 1e-5).
     """
 
@@ -102,7 +93,7 @@ class PatchEmbed(nn.Module):
                              f'{tuple(x.shape)}; convert grayscale/RGBA images '
                              f'to {self.in_channels} channels in the pipeline '
                              f"(e.g. LoadImageFromFile(color_type='color')).")
-        x = self.proj(_pad_to_multiple(x, self.patch_size))
+        x = self.proj(pad_to_multiple(x, self.patch_size))
         # LayerNorm over channels-last memory, returned as an NCHW view.
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -140,7 +131,7 @@ class SpatialReductionAttention(nn.Module):
             H, W = hw_shape
             # Tokens may carry a cls token first only when sr_ratio == 1.
             kv = x.transpose(1, 2).reshape(B, C, H, W)
-            kv = self.sr(_pad_to_multiple(kv, self.sr_ratio))
+            kv = self.sr(pad_to_multiple(kv, self.sr_ratio))
             kv = self.norm(kv.flatten(2).transpose(1, 2))
         else:
             kv = x
@@ -241,6 +232,12 @@ class SPMPVT(BaseModule):
     Takes the arguments of mmdet's ``PyramidVisionTransformer`` too, so that
     mmdet's PVT v1 configs build it with only ``type='SPMPVT'``.
 
+    The paper's ablations (section "Ablation Study"; definitions and what the
+    paper leaves open in docs/reference_model.md, "Ablation variants") are
+    the options ``spm_stages``, ``gle``, ``guide`` and
+    ``guide_kernel_size``; their defaults are the reference model, tensor for
+    tensor. A model with ``spm_stages=()`` is PVT v1.
+
     Args:
         arch: 'tiny', 'small', 'medium', 'large' (or 't', 's', 'm', 'l'), or
             a dict with the keys ``embed_dims``, ``num_heads``,
@@ -302,6 +299,28 @@ class SPMPVT(BaseModule):
             layout. SPMPVT recognises the layout of what it loads (SPM-PVT's
             authors', mmspm's, PVT v1's official and mmdet's) and converts
             whenever needed, so both values load the same. Defaults to True.
+        spm_stages: The merges that are SPM, numbered as the paper's
+            ablation counts them ("stage 1/2/3"): merge ``k`` (1, 2 or 3)
+            leads into stage ``k + 1``, so it is ``patch_embeds.{k}``. The
+            other merges are PVT v1's patch embedding (2x2 stride-2 conv with
+            bias + LayerNorm after ``norm_cfg``, as stage 1's; parameters
+            ``patch_embeds.{k}.proj.*`` and ``.norm.*``, filled by a PVT v1
+            checkpoint with ``from_pvt_v1``). Defaults to (1, 2, 3); ``()``
+            is PVT v1.
+        gle: What halves the map after MSA in the SPM merges: 'attention'
+            (the default: Guided Local Enhancement), 'conv' (a 2x2 stride-2
+            convolution C -> C with bias, ``gle.conv.*``) or 'avgpool' (2x2
+            average pooling); both replacements end with GLE's LayerNorm
+            ``gle.norm1`` (the paper leaves it open; mmspm keeps it).
+        guide: GLE's query token per window: 'gtg' (the default: the guide
+            token generator, ``gle.gtg.*``), 'cls' (one learnt token per
+            merge, the same for every window, ``gle.cls_token`` (1, 1, C),
+            truncated-normal init std 0.02) or 'gap' (the mean of the
+            window's pixels inside the map; no parameters). Only with
+            ``gle='attention'``.
+        guide_kernel_size: The kernel of the guide token generator's
+            depth-wise stride-2 convolution (odd; padding ``k // 2``).
+            Defaults to 7. Only with ``guide='gtg'``.
 
     Parameter names map the authors' checkpoint layout by renaming alone:
     ``patch_embed{i}.(spm.)`` -> ``patch_embeds.{i-1}.``, ``pos_embed{i}`` ->
@@ -338,8 +357,19 @@ class SPMPVT(BaseModule):
                  norm_after_stage: bool = False,
                  use_conv_ffn: bool = False,
                  pretrained: Optional[str] = None,
-                 convert_weights: bool = True) -> None:
+                 convert_weights: bool = True,
+                 spm_stages: Sequence[int] = SPM_MERGES,
+                 gle: str = 'attention',
+                 guide: str = 'gtg',
+                 guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE) -> None:
         super().__init__(init_cfg=self._init_cfg(init_cfg, pretrained))
+        self.spm_stages = check_spm_stages('SPMPVT', spm_stages)
+        check_variant('SPMPVT', gle, guide, guide_kernel_size)
+        if not self.spm_stages and (gle, guide, guide_kernel_size) != (
+                'attention', 'gtg', DEFAULT_GUIDE_KERNEL_SIZE):
+            raise ValueError(f'SPMPVT: gle={gle!r}, guide={guide!r}, guide_kernel_size='
+                             f'{guide_kernel_size} configure SPM, but spm_stages=() has no '
+                             f'SPM merge; name the merges that are SPM in spm_stages.')
         fixed = dict(num_stages=num_stages, patch_sizes=patch_sizes, strides=strides,
                      paddings=paddings, use_abs_pos_embed=use_abs_pos_embed,
                      norm_after_stage=norm_after_stage, use_conv_ffn=use_conv_ffn)
@@ -380,7 +410,10 @@ class SPMPVT(BaseModule):
 
         self.patch_embeds = nn.ModuleList(
             [PatchEmbed(in_channels, dims[0], norm_cfg=norm_cfg)] +
-            [StepwisePatchMerging(dims[i - 1], dims[i]) for i in range(1, 4)])
+            [StepwisePatchMerging(dims[i - 1], dims[i], gle=gle, guide=guide,
+                                  guide_kernel_size=guide_kernel_size)
+             if i in self.spm_stages else PatchEmbed(dims[i - 1], dims[i], 2, norm_cfg)
+             for i in range(1, 4)])
         num_pos = [g * g for g in self.pretrain_grids]
         if with_cls_token:
             num_pos[3] += 1
@@ -483,6 +516,7 @@ class SPMPVT(BaseModule):
         for note in self._adapt_state(state, prefix):
             print_log(f'SPMPVT: {note}', logger='current')
         own = self.state_dict()
+        check_variant_fits(own, state, prefix)
         check_shapes(own, state, prefix)
         check_depths(state, prefix, tuple(len(stage) for stage in self.stages))
         check_coverage(own, state, prefix)
@@ -540,18 +574,21 @@ class SPMPVT(BaseModule):
         state = unwrap(load_checkpoint(filename))
         if prefix:
             state = with_prefix(state, prefix, filename)
-        backbone, layout, left_out = pretrained_backbone(state, filename, from_pvt_v1)
+        backbone, layout, left_out = pretrained_backbone(state, filename, from_pvt_v1,
+                                                         self.spm_stages)
         missing, unexpected = self.load_state_dict(backbone, strict=False)
         total = len(self.state_dict())
-        if from_pvt_v1:
-            spm = check_pvt_v1_fit(filename, missing, unexpected)
+        if layout == 'pvt_v1':
+            spm = check_pvt_v1_fit(filename, missing, unexpected, self.spm_stages)
+            merges = [k for k in SPM_MERGES if k not in self.spm_stages]
             print_log(f'SPMPVT: initialised from the PVT v1 checkpoint {filename}: '
                       f'{total - len(spm)} of {total} tensors from the checkpoint '
-                      f'(stage-1 patch embedding, position embeddings, blocks'
+                      f'(patch embeddings of stage 1 and of merges {merges}, position '
+                      f'embeddings, blocks'
                       f'{", cls token, final norm" if self.with_cls_token else ""}); '
-                      f'{len(spm)} tensors of the SPM layers (patch_embeds.1-3) at '
+                      f'{len(spm)} tensors of the SPM layers (merges {self.spm_stages}) at '
                       f'SPM-PVT\'s own initialisation; not used: {len(left_out)} '
-                      f'checkpoint tensors (PVT\'s stage 2-4 patch embeddings, '
+                      f'checkpoint tensors (PVT\'s patch embeddings of the SPM merges, '
                       f'head)', logger='current')
             return missing, unexpected
         left = ' (left at SPMPVT\'s own initialisation)' if missing else ''

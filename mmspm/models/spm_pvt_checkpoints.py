@@ -5,17 +5,19 @@
 * The SPM authors' key layout (``patch_embed2.spm.*``, ``block1.*``,
   ``head.*``) and its renaming to mmspm's (:func:`convert_reference`).
 * PVT v1 checkpoints (official and mmdet layouts) as a start for everything
-  but the SPM layers (:func:`convert_pvt_v1`).
-* The checks that refuse a state dict which is not of the model being loaded.
+  but the SPM layers (:func:`convert_pvt_v1`); their stage 2-4 patch
+  embeddings fill the merges an ablation variant keeps as PVT v1's.
+* The checks that refuse a state dict which is not of the model being loaded,
+  among them one of another ablation variant (:func:`check_variant_fits`).
 """
 import re
 from collections import OrderedDict
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from torch import Tensor
 
 from ..safe_load import CheckpointError, backbone_of
-from .spm import KERNEL_SIZES
+from .spm import DEFAULT_GUIDE_KERNEL_SIZE, KERNEL_SIZES, SPM_MERGES
 
 # Blocks per stage of each SPM-PVT size: the one field in which the sizes
 # differ (docs/reference_model.md), so the only thing that tells their
@@ -117,8 +119,14 @@ def arch_of(depths: tuple[int, ...]) -> Optional[str]:
 # the convolutions SPM replaces) and mmdet's PyramidVisionTransformer keys.
 _PVT_V1_KEY = re.compile(r'^(backbone\.)?(patch_embed[2-4]\.proj\.|layers\.[1-3]\.0\.projection\.)')
 _MMDET_PVT_KEY = re.compile(r'^layers\.(\d)\.(\d)\.(.*)$')
-# SPM-PVT's SPM layers: what it has instead of PVT v1's stage 2-4 embeddings.
-_SPM_KEY = re.compile(r'^patch_embeds\.[1-3]\.')
+# SPM-PVT's merges (SPM layers, or PVT v1's stage 2-4 embeddings).
+_MERGE_KEY = re.compile(r'^patch_embeds\.([1-3])\.')
+
+
+def _in_merges(key: str, merges: Sequence[int]) -> bool:
+    """Whether ``key`` (mmspm-named) belongs to one of the merges ``merges``."""
+    m = _MERGE_KEY.match(key)
+    return m is not None and int(m[1]) in merges
 _MMDET_PVT_BLOCK_RULES = [
     (re.compile(r'^attn\.attn\.out_proj\.'), 'attn.proj.'),
     (re.compile(r'^ffn\.layers\.0\.'), 'mlp.fc1.'),
@@ -133,10 +141,14 @@ def is_pvt_v1(state: dict) -> bool:
     return any(_PVT_V1_KEY.match(k) for k in state)
 
 
-def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
+def convert_pvt_v1(state: dict, spm_merges: Sequence[int] = SPM_MERGES
+                   ) -> tuple['OrderedDict[str, Tensor]', list[str]]:
     """The tensors of a PVT v1 checkpoint that SPM-PVT shares, under mmspm's
-    names, and the keys left out (the stage 2-4 patch embeddings SPM
-    replaces, mmdet's per-stage norms, the classifier head).
+    names, and the keys left out (the patch embeddings of the merges
+    ``spm_merges`` (default all three), which SPM replaces, mmdet's
+    per-stage norms, the classifier head). The patch embeddings of the other
+    merges are kept as ``patch_embeds.{k}.proj/norm``: an SPM-PVT whose
+    ``spm_stages`` leaves them PVT v1's has them under these names.
 
     Takes the official layout (the authors' key names, ``patch_embed2.proj``)
     and mmdet's ``PyramidVisionTransformer`` layout (``layers.{i}...``, whose
@@ -148,14 +160,14 @@ def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
     for k, v in state.items():
         if (m := _MMDET_PVT_KEY.match(k)) is None:
             new = rename_reference_key(k)
-            if new is None or _SPM_KEY.match(new):
+            if new is None or _in_merges(new, spm_merges):
                 left_out.append(k)
             else:
                 out[new] = v
             continue
         stage, part, rest = int(m[1]), int(m[2]), m[3]
-        if part == 0 and stage == 0:
-            out['patch_embeds.0.' + rest.replace('projection.', 'proj.')] = v
+        if part == 0 and stage not in spm_merges:
+            out[f'patch_embeds.{stage}.' + rest.replace('projection.', 'proj.')] = v
         elif part == 1 and rest == '0.pos_embed':
             out[f'pos_embeds.{stage}'] = v
         elif part == 1:
@@ -175,24 +187,29 @@ def convert_pvt_v1(state: dict) -> tuple['OrderedDict[str, Tensor]', list[str]]:
     return out, left_out
 
 
-def pretrained_backbone(state: dict, filename: str,
-                        from_pvt_v1: bool) -> tuple['OrderedDict[str, Tensor]', str, list[str]]:
-    """What an SPMPVT loads from the checkpoint ``filename`` (its state dict
-    ``state``, unwrapped): (the backbone tensors under mmspm's names, the
-    layout found, the checkpoint keys left out).
+def pretrained_backbone(state: dict, filename: str, from_pvt_v1: bool,
+                        spm_merges: Sequence[int] = SPM_MERGES
+                        ) -> tuple['OrderedDict[str, Tensor]', str, list[str]]:
+    """What an SPMPVT whose SPM merges are ``spm_merges`` (default all three)
+    loads from the checkpoint ``filename`` (its state dict ``state``,
+    unwrapped): (the backbone tensors under mmspm's names, the layout found,
+    the checkpoint keys left out).
 
     ``from_pvt_v1``: ``state`` must be PVT v1's (:func:`convert_pvt_v1`,
     layout ``'pvt_v1'``); without it a PVT v1 checkpoint is refused, so that
     one given by mistake for an SPM-PVT one does not leave the SPM layers
-    untrained unnoticed. Checkpoints of no known layout are refused.
+    untrained unnoticed; a model with no SPM merge (PVT v1 itself) takes it
+    without. Checkpoints of no known layout are refused.
     """
+    if not spm_merges and is_pvt_v1(state):
+        from_pvt_v1 = True  # nothing would stay untrained
     if from_pvt_v1:
         if not is_pvt_v1(state):
             raise CheckpointError(
                 f'from_pvt_v1=True but {filename!r} is not a PVT v1 checkpoint '
                 f'(no patch_embed2.proj.* or layers.1.0.projection.* keys); drop '
                 f'from_pvt_v1 for SPM-PVT checkpoints.')
-        backbone, left_out = convert_pvt_v1(state)
+        backbone, left_out = convert_pvt_v1(state, spm_merges)
         return backbone, 'pvt_v1', left_out
     if is_pvt_v1(state):
         raise CheckpointError(
@@ -210,11 +227,12 @@ def pretrained_backbone(state: dict, filename: str,
     return backbone, layout, []
 
 
-def check_pvt_v1_fit(filename: str, missing: list[str], unexpected: list[str]) -> list[str]:
-    """After loading a converted PVT v1 checkpoint: only the SPM layers may be
-    missing and nothing may be left over, else it is of another size. Returns
-    the missing SPM-layer keys."""
-    spm = [k for k in missing if _SPM_KEY.match(k)]
+def check_pvt_v1_fit(filename: str, missing: list[str], unexpected: list[str],
+                     spm_merges: Sequence[int] = SPM_MERGES) -> list[str]:
+    """After loading a converted PVT v1 checkpoint: only the SPM layers (of
+    the merges ``spm_merges``) may be missing and nothing may be left over,
+    else it is of another size. Returns the missing SPM-layer keys."""
+    spm = [k for k in missing if _in_merges(k, spm_merges)]
     if len(spm) != len(missing) or unexpected:
         raise CheckpointError(
             f'{filename!r} is not a PVT v1 checkpoint of this size: SPM-PVT '
@@ -247,3 +265,72 @@ def check_coverage(own: dict, state: dict, prefix: str, min_fraction: float = 0.
             f'say). Expected the reference layout, an mmpretrain/mmdet/mmseg '
             f'checkpoint with backbone.* keys, or a bare SPMPVT state dict; '
             f'PVT v1 checkpoints load with from_pvt_v1=True in init_cfg.')
+
+
+# A merge's kind: 'pvt' (PVT v1's patch embedding) or an SPM variant
+# (gle, guide, guide_kernel_size); None where the state dict cannot tell.
+MergeKind = Union[str, tuple[str, str, int], None]
+
+
+def merge_kinds(state: dict, prefix: str = '') -> dict[int, MergeKind]:
+    """The kind of each merge (1-3) found in an mmspm-named SPM-PVT state
+    dict under ``prefix``, read off its keys as docs/reference_model.md
+    ("Ablation variants") names them; merges without keys are left out."""
+    kinds: dict[int, MergeKind] = {}
+    for k in SPM_MERGES:
+        head = f'{prefix}patch_embeds.{k}.'
+        keys = {key[len(head):]: v for key, v in state.items() if key.startswith(head)}
+        if not keys:
+            continue
+        if 'proj.weight' in keys and not any(n.startswith(('msa.', 'gle.')) for n in keys):
+            kinds[k] = 'pvt'
+        elif 'gle.qkv.weight' in keys:
+            gtg = keys.get('gle.gtg.2.weight')
+            guide = 'gtg' if gtg is not None else 'cls' if 'gle.cls_token' in keys else 'gap'
+            kinds[k] = ('attention', guide,
+                        gtg.shape[-1] if gtg is not None else DEFAULT_GUIDE_KERNEL_SIZE)
+        elif 'gle.conv.weight' in keys:
+            kinds[k] = ('conv', 'gtg', DEFAULT_GUIDE_KERNEL_SIZE)
+        elif 'gle.norm1.weight' in keys:
+            kinds[k] = ('avgpool', 'gtg', DEFAULT_GUIDE_KERNEL_SIZE)
+        else:
+            kinds[k] = None
+    return kinds
+
+
+def _variant_options(kind: tuple[str, str, int]) -> str:
+    """An SPM merge's kind as SPMPVT's options, those at their defaults left out."""
+    defaults = ('attention', 'gtg', DEFAULT_GUIDE_KERNEL_SIZE)
+    return ''.join(f', {name}={value!r}' for name, value, default in zip(
+        ('gle', 'guide', 'guide_kernel_size'), kind, defaults) if value != default)
+
+
+def describe_variant(kinds: dict[int, MergeKind]) -> str:
+    """``kinds`` (:func:`merge_kinds`) as SPMPVT's options, e.g.
+    ``spm_stages=(1, 2, 3), gle='conv'``, merge by merge where the SPM
+    merges differ."""
+    spm = tuple(k for k, v in kinds.items() if v not in ('pvt', None))
+    variants = {kinds[k] for k in spm}
+    text = f'spm_stages={spm}'
+    if len(variants) == 1:
+        text += _variant_options(variants.pop())
+    elif variants:
+        text += ' (' + '; '.join(f'merge {k}: SPM{_variant_options(kinds[k])}'
+                                 for k in spm) + ')'
+    absent = [k for k in SPM_MERGES if k not in kinds]
+    return text + (f' (no tensors of merge(s) {absent})' if absent else '')
+
+
+def check_variant_fits(own: dict, state: dict, prefix: str) -> None:
+    """The merges of ``state`` (under ``prefix``) must be of the kind the
+    model's (its state dict ``own``) are: a checkpoint of another ablation
+    variant is refused, naming both, instead of half-loading."""
+    mine, theirs = merge_kinds(own), merge_kinds(state, prefix)
+    differ = [k for k, kind in theirs.items() if kind is not None and kind != mine.get(k)]
+    if differ:
+        raise CheckpointError(
+            f'The checkpoint is SPM-PVT with {describe_variant(theirs)}, the model is '
+            f'SPM-PVT with {describe_variant(mine)}: they differ at merge(s) {differ} '
+            f'(keys {prefix}patch_embeds.{differ[0]}.*). Build the model with the '
+            f"checkpoint's options (spm_stages, gle, guide, guide_kernel_size) or load a "
+            f'checkpoint of this variant.')

@@ -1,8 +1,8 @@
 """SPM-PVTv2: mmdet's PVTv2 with Stepwise Patch Merging in place of the
-overlapping patch embeddings of stages 2-4."""
+overlapping patch embeddings of stages 2-4 (or of those ``spm_stages`` names)."""
 import re
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch.utils.checkpoint as cp
 from mmdet.models.backbones.pvt import PyramidVisionTransformerV2, pvt_convert
@@ -33,6 +33,11 @@ class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
             on. Default: -1 (none).
         norm_eval (bool): keep the BatchNorms (SPM's) in eval mode while
             training. Default: False.
+        spm_stages (Sequence[int]): the merges that are SPM, numbered as the
+            paper's ablation counts them: merge ``k`` leads into stage ``k +
+            1`` (``layers.{k}.0``). The others stay mmdet's overlapping patch
+            embedding (``projection``, ``norm``), filled by PVTv2
+            checkpoints. Default: None, all of them.
 
     ``init_cfg``: a dict or list as mmengine documents (:meth:`init_weights`);
     its ``Pretrained`` checkpoint may be a PVTv2 authors' release
@@ -41,16 +46,19 @@ class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
     one (:meth:`load_pretrained`).
     """
 
-    spm_key = re.compile(r'^layers\.[1-9]\d*\.0\.')
+    spm_key = re.compile(r'^layers\.([1-9]\d*)\.0\.')
     _block_key = re.compile(r'^layers\.(\d+)\.(?:(0)|1\.(\d+)|2)\.')
 
     def __init__(self, *, with_cp: bool = False, frozen_stages: int = -1,
-                 norm_eval: bool = False, **kwargs) -> None:
+                 norm_eval: bool = False, spm_stages: Optional[Sequence[int]] = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.with_cp = with_cp
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        for layer in self.layers[1:]:
+        self._check_spm_stages(spm_stages, len(self.layers) - 1)
+        for k in self.spm_stages:
+            layer = self.layers[k]
             embed = layer[0].projection
             layer[0] = self._spm_for(embed.stride, embed.in_channels, embed.out_channels,
                                      with_cp)

@@ -2,7 +2,7 @@
 its patch merging between stages."""
 import re
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Sequence
 
 from mmdet.models.backbones.swin import SwinTransformer
 from torch import Tensor
@@ -14,22 +14,27 @@ from .spm_plugin import SPMPluginMixin
 class SwinPluginMixin(SPMPluginMixin):
     """What mmdet's and mmpretrain's SPM-Swin share: SPM in place of the
     ``PatchMerging`` at the end of stages 1-3 (``stages.{i}.downsample``, C ->
-    2C channels, ``ceil(H/2) x ceil(W/2)`` tokens), and checkpoints of any
-    Swin layout (:mod:`.swin_checkpoints`)."""
+    2C channels, ``ceil(H/2) x ceil(W/2)`` tokens; merge ``i + 1`` as the
+    paper counts them), at the merges ``spm_stages`` names, and checkpoints
+    of any Swin layout (:mod:`.swin_checkpoints`)."""
 
-    spm_key = re.compile(r'^stages\.\d+\.downsample\.')
+    spm_key = re.compile(r'^stages\.(\d+)\.downsample\.')
+    merge_offset = 1
     # Output norms: mmdet's norm{i} after each output stage, mmpretrain's
     # after out_indices (norm3 in classifiers).
     optional_key = re.compile(r'^norm\d\.')
     recomputed_key = swin_checkpoints.RECOMPUTED_KEY
     _block_key = re.compile(r'^stages\.(\d+)\.(?:blocks\.(\d+)|downsample)\.')
 
-    def _use_spm(self, with_cp: bool) -> None:
-        """Put SPM where the upstream constructor put ``PatchMerging``, then
+    def _use_spm(self, with_cp: bool, spm_stages: Optional[Sequence[int]]) -> None:
+        """Put SPM where the upstream constructor put ``PatchMerging`` at the
+        merges ``spm_stages`` names (merge ``i + 1`` ends stage ``i``), then
         freeze again what ``frozen_stages`` names (the SPM layers are new)."""
-        for stage in self.stages:
+        merges = [i for i, stage in enumerate(self.stages) if stage.downsample is not None]
+        self._check_spm_stages(spm_stages, len(merges))
+        for i, stage in enumerate(self.stages):
             merge = stage.downsample
-            if merge is not None:
+            if merge is not None and i + 1 in self.spm_stages:
                 stage.downsample = self._spm_for(merge.sampler.stride, merge.in_channels,
                                                  merge.out_channels, with_cp)
         self._freeze_stages()
@@ -70,6 +75,11 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
     Args beyond mmdet's:
         norm_eval (bool): keep the BatchNorms (SPM's) in eval mode while
             training. Default: False.
+        spm_stages (Sequence[int]): the merges that are SPM, numbered as the
+            paper's ablation counts them: merge ``k`` ends stage ``k`` (1-based;
+            ``stages.{k-1}.downsample``). The others stay mmdet's
+            ``PatchMerging`` (``reduction``, ``norm``), filled by Swin
+            checkpoints. Default: None, all of them.
 
     ``with_cp`` also checkpoints the SPM layers; ``frozen_stages`` (mmdet's:
     ``i`` freezes the patch embedding and stages 1..i, their SPM included)
@@ -82,7 +92,8 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
     are recomputed, and bias tables of another window size resized.
     """
 
-    def __init__(self, *, with_cp: bool = False, norm_eval: bool = False, **kwargs) -> None:
+    def __init__(self, *, with_cp: bool = False, norm_eval: bool = False,
+                 spm_stages: Optional[Sequence[int]] = None, **kwargs) -> None:
         super().__init__(with_cp=with_cp, **kwargs)
         self.norm_eval = norm_eval
-        self._use_spm(with_cp)
+        self._use_spm(with_cp, spm_stages)

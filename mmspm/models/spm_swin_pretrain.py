@@ -4,7 +4,7 @@ Merging in place of its patch merging between stages. Needs mmpretrain
 ``SPMSwinTransformer``, as mmpretrain's Swin is ``SwinTransformer`` there and
 mmdet's (:class:`mmspm.models.spm_swin.SPMSwinTransformer`'s base) in
 mmdet."""
-from typing import Union
+from typing import Optional, Sequence, Union
 
 from mmpretrain.models.backbones import SwinTransformer
 
@@ -34,9 +34,13 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
     layout or an SPM-Swin one (:meth:`load_pretrained`); ``attn_mask`` and
     ``relative_position_index`` are recomputed, and bias tables of another
     window size resized.
+
+    ``spm_stages`` (default None: all): the merges that are SPM, as in
+    :class:`mmspm.models.spm_swin.SPMSwinTransformer` (the others stay
+    mmpretrain's ``PatchMerging``).
     """
 
     def __init__(self, arch: Union[str, dict] = 'tiny', *, with_cp: bool = False,
-                 **kwargs) -> None:
+                 spm_stages: Optional[Sequence[int]] = None, **kwargs) -> None:
         super().__init__(arch=arch, with_cp=with_cp, **kwargs)
-        self._use_spm(with_cp)
+        self._use_spm(with_cp, spm_stages)

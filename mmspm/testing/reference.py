@@ -224,11 +224,21 @@ class RefSPMPVT(nn.Module):
 
 def use_naive_spm(model: nn.Module) -> None:
     """Swap the SPM layers of an mmspm ``SPMPVT`` for naive ones with the same
-    weights (renamed by the checkpoint conversion's own rules)."""
+    weights (renamed by the checkpoint conversion's own rules). Only the
+    reference SPM has a naive twin: ablation variants (``gle``, ``guide``,
+    ``guide_kernel_size``) are refused; merges that are not SPM stay."""
+    from mmspm.models.spm import GuidedLocalEnhancement, StepwisePatchMerging
     from mmspm.models.spm_pvt_checkpoints import rename_reference_key
     own = model.state_dict()
     for i in (1, 2, 3):
         fast = model.patch_embeds[i]
+        if not isinstance(fast, StepwisePatchMerging):
+            continue
+        gle = fast.gle
+        if not isinstance(gle, GuidedLocalEnhancement) or gle.guide != 'gtg' or \
+                gle.gtg[2].kernel_size != (7, 7):
+            raise ValueError(f'use_naive_spm: merge {i} is an SPM ablation variant; the '
+                             f'naive SPM is the reference only.')
         naive = RefSPM(fast.in_channels, fast.out_channels)
         naive.load_state_dict({
             k: own[rename_reference_key(f'patch_embed{i + 1}.spm.{k}')]

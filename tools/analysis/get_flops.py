@@ -1,7 +1,8 @@
 """Parameters and FLOPs in the paper's format (FLOPs = multiply-adds, as PVT).
 
 Usage:
-    python tools/analysis/get_flops.py [--what backbones models plugins] [--archs t s m l]
+    python tools/analysis/get_flops.py [--what backbones models plugins ablations] \
+        [--archs t s m l]
 
 backbones: the ImageNet classifiers (configs/imagenet, 1000-class head) at
     224x224: SPM-PVT as mmspm computes it, and the same model with the naive
@@ -11,8 +12,11 @@ models: Mask R-CNN at 800x1280 and Semantic FPN at 512x512, SPM-PVT vs PVT.
 plugins: SPM on mmdet's Swin-T and PVTv2-B1 next to those backbones: dense
     backbones at 224x224, Mask R-CNN and Semantic FPN as above, and the SPM
     ImageNet classifiers.
+ablations: the classifiers of configs/imagenet/ablations (the paper's
+    ablations on SPM-PVT-T) and the full model, at 224x224.
 """
 import argparse
+import glob
 import os.path as osp
 from functools import partial
 
@@ -22,6 +26,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmspm  # noqa: F401
+from mmspm.analysis import display_name, name_token
+from mmspm.models.spm import VARIANT_ARGS
 from mmspm.testing import use_naive_spm
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -140,10 +146,39 @@ def plugins() -> None:
               f'{count(cls, (x, )):.2f} |')
 
 
+# The ablation configs in the order of the paper's ablations
+# (configs/imagenet/ablations/README.md).
+ABLATIONS = ('spm-pvt-t-nospm', 'spm-pvt-t-spm1', 'spm-pvt-t-spm3', 'spm-pvt-t-spm12',
+             'spm-pvt-t-gle-conv', 'spm-pvt-t-gle-avgpool', 'spm-pvt-t-guide-cls',
+             'spm-pvt-t-guide-gap', 'spm-pvt-t-gtg3', 'spm-pvt-t-gtg5', 'spm-pvt-t-gtg9')
+
+
+def ablations() -> None:
+    print('| model (224x224) | option | Params (M) | FLOPs (G) |')
+    print('|---|---|---|---|')
+    x = torch.randn(1, 3, 224, 224)
+    found = {osp.basename(p)[:-len('_8xb128_in1k.py')]
+             for p in glob.glob(osp.join(ROOT, 'configs/imagenet/ablations/*.py'))}
+    if found != set(ABLATIONS):
+        raise SystemExit(f'get_flops.py: ABLATIONS lists {sorted(ABLATIONS)}, '
+                         f'configs/imagenet/ablations has {sorted(found)}; list each once.')
+    configs = ['configs/imagenet/spm-pvt-t_8xb128_in1k.py'] + [
+        f'configs/imagenet/ablations/{name}_8xb128_in1k.py' for name in ABLATIONS]
+    for config in configs:
+        model = build(config)
+        model.forward = partial(model.forward, mode='tensor')
+        backbone = Config.fromfile(osp.join(ROOT, config)).model.backbone
+        option = ', '.join(f'`{k}={backbone[k]!r}`' for k in VARIANT_ARGS if k in backbone)
+        name = display_name(name_token(osp.basename(config)))
+        print(f'| {name} classifier | {option or "none (the full model)"} | '
+              f'{params(model):.2f} | {count(model, (x, )):.2f} |')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--what', nargs='+', default=['backbones', 'models', 'plugins'],
-                        choices=['backbones', 'models', 'plugins'])
+    parser.add_argument('--what', nargs='+',
+                        default=['backbones', 'models', 'plugins', 'ablations'],
+                        choices=['backbones', 'models', 'plugins', 'ablations'])
     parser.add_argument('--archs', nargs='+', default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
     with torch.no_grad():
@@ -155,6 +190,9 @@ def main() -> None:
             print()
         if 'plugins' in args.what:
             plugins()
+            print()
+        if 'ablations' in args.what:
+            ablations()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,8 @@
+# The effectiveness of GLE: GLE replaced by 2x2 average pooling (then GLE's
+# LayerNorm norm1).
+# The paper's recipe of the full model (../spm-pvt-t_8xb128_in1k.py) with only
+# this option changed; the variant is defined in docs/reference_model.md
+# ("Ablation variants").
+_base_ = '../spm-pvt-t_8xb128_in1k.py'
+
+model = dict(backbone=dict(gle='avgpool'))

@@ -1,0 +1,8 @@
+# The effectiveness of the guide token: a learnt class token (one per merge, the
+# same for every window) as GLE's query token instead of the GTG's guide token.
+# The paper's recipe of the full model (../spm-pvt-t_8xb128_in1k.py) with only
+# this option changed; the variant is defined in docs/reference_model.md
+# ("Ablation variants").
+_base_ = '../spm-pvt-t_8xb128_in1k.py'
+
+model = dict(backbone=dict(guide='cls'))
