@@ -4,6 +4,7 @@ import copy
 import glob
 import importlib
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from mmspm.builder import build_model
 from mmspm.models.families import Family, family_of
 from tests.utils import ROOT
 
-CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 # The members of the plugin families that have configs: each SPM config is
 # its baseline's with the backbone type changed (the imagenet ones have no
 # baseline config).
@@ -64,7 +65,7 @@ def test_config_builds_with_recipe(path):
 
 def _check_pvt_recipe(cfg: Config, name: str, model) -> None:
     backbone = cfg.model.backbone
-    size = name_token(name).split('-')[-1]
+    size = re.search(r'pvt-([tsml])', name)[1]
     if 'spm-pvt' in name:
         assert list(model.backbone.arch_settings['depths']) == PVT_DEPTHS[size]
         if 'demo' not in name and cfg.default_scope != 'mmpretrain':
