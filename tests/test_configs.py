@@ -15,14 +15,15 @@ from mmengine.registry import init_default_scope
 
 from mmspm.analysis import backbone_token, name_token
 from mmspm.builder import build_model
-from mmspm.models.families import Family, family_of
+from mmspm.models.families import FAMILIES, Family, family_of
 from tests.utils import ROOT
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-# The members of the plugin families that have configs: each SPM config is
-# its baseline's with the backbone type changed (the imagenet ones have no
-# baseline config).
-PLUGIN_MEMBERS = ('swin-t', 'pvtv2-b1')
+# The members of the plugin families that have configs (the ones the analysis
+# tables compare): each SPM config is its baseline's with the backbone type
+# changed (the imagenet ones have no baseline config).
+PLUGIN_MEMBERS = [backbone_token(dict(type=f.baselines[0], **f.compared))
+                  for f in FAMILIES if f.is_plugin]
 ARCHS = dict(t='tiny', s='small', m='medium', l='large')
 PVT_DEPTHS = dict(t=[2, 2, 2, 2], s=[3, 4, 6, 3], m=[3, 4, 18, 3], l=[3, 8, 27, 3])
 
@@ -60,7 +61,7 @@ def test_config_builds_with_recipe(path):
     if family.token == 'pvt':
         _check_pvt_recipe(cfg, name, model)
     else:
-        _check_plugin_recipe(cfg, path, family)
+        _check_plugin_recipe(cfg, path, family, model)
 
 
 def _check_pvt_recipe(cfg: Config, name: str, model) -> None:
@@ -108,7 +109,7 @@ def _check_pvt_recipe(cfg: Config, name: str, model) -> None:
                 if t.type == 'CenterCrop'][0].crop_size == 224
 
 
-def _check_plugin_recipe(cfg: Config, path: str, family: Family) -> None:
+def _check_plugin_recipe(cfg: Config, path: str, family: Family, model) -> None:
     if cfg.default_scope == 'mmpretrain':
         assert tuple(cfg.model.backbone.out_indices) == (3, )
         assert cfg.model.neck.type == 'GlobalAveragePooling'
@@ -130,8 +131,10 @@ def _check_plugin_recipe(cfg: Config, path: str, family: Family) -> None:
         optimizer = cfg.optim_wrapper.optimizer
         assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
         assert cfg.model.backbone.drop_path_rate == 0.2
-    assert cfg.model.neck.in_channels == dict(
-        swin=[96, 192, 384, 768], pvtv2=[64, 128, 320, 512])[family.token]
+    model.backbone.eval()
+    with torch.no_grad():
+        maps = model.backbone(torch.randn(1, 3, 64, 64))
+    assert cfg.model.neck.in_channels == [m.shape[1] for m in maps]
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'
 
 

@@ -7,6 +7,7 @@ is its own: module, conversions, tests, configs).
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .spm_plugin import SPMPluginMixin
 from .spm_pvt import SPMPVT
 from .spm_pvtv2 import SPMPVTv2
 from .spm_swin import SPMSwinTransformer
@@ -54,6 +55,9 @@ class Family:
         size: The size token (e.g. 't', 'b1'; '?' for none of the
             papers' sizes) from a backbone's arguments, the config's over
             the class's defaults.
+        compared: Arguments (over the mmdet classes' defaults) of the member
+            that the tables of tools/analysis compare with its baseline,
+            e.g. PVTv2-B1. Default: none (the defaults).
         per_scope: Codebase scope -> ``'module:Class'`` of an SPM class to
             register there instead of ``spm`` (imported only when that
             codebase is installed). Default: none.
@@ -63,7 +67,14 @@ class Family:
     spm: type
     baselines: tuple[str, ...]
     size: Callable[[dict], str]
+    compared: dict = field(default_factory=dict)
     per_scope: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_plugin(self) -> bool:
+        """Whether the SPM backbone is an upstream backbone with its merges
+        replaced (:class:`SPMPluginMixin`), rather than a model of its own."""
+        return issubclass(self.spm, SPMPluginMixin)
 
     def kind_of(self, type_name: str) -> str:
         """'spm' or 'baseline' when ``type_name`` (a config's backbone
@@ -78,7 +89,8 @@ FAMILIES = (
     Family('pvt', 'PVT', SPMPVT, ('PyramidVisionTransformer', ), _pvt_size),
     Family('swin', 'Swin', SPMSwinTransformer, ('SwinTransformer', ), _swin_size,
            per_scope=dict(mmpretrain='mmspm.models.spm_swin_pretrain:SPMSwinTransformer')),
-    Family('pvtv2', 'PVTv2', SPMPVTv2, ('PyramidVisionTransformerV2', 'PVTv2'), _pvtv2_size),
+    Family('pvtv2', 'PVTv2', SPMPVTv2, ('PyramidVisionTransformerV2', 'PVTv2'), _pvtv2_size,
+           compared=dict(embed_dims=64, num_layers=[2, 2, 2, 2])),
 )
 
 

@@ -26,7 +26,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmspm  # noqa: F401
-from mmspm.analysis import display_name, name_token
+from mmspm.analysis import backbone_token, display_name, name_token
+from mmspm.builder import build_model
+from mmspm.models.families import FAMILIES
 from mmspm.models.spm import VARIANT_ARGS
 from mmspm.testing import use_naive_spm
 
@@ -58,14 +60,7 @@ def params(model: torch.nn.Module) -> float:
 
 
 def build(config: str):
-    cfg = Config.fromfile(osp.join(ROOT, config))
-    init_default_scope(cfg.default_scope)
-    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
-    if 'backbone' in cfg.model and cfg.model.backbone.get('init_cfg'):
-        cfg.model.backbone.init_cfg = None
-    if cfg.default_scope == 'mmseg':
-        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
-    return registry.build(cfg.model).eval()
+    return build_model(Config.fromfile(osp.join(ROOT, config))).eval()
 
 
 def backbones(sizes) -> None:
@@ -119,20 +114,20 @@ def models(sizes) -> None:
                           label))
 
 
-PLUGINS = dict(swin=('Swin-T', 'swin-t', 'SwinTransformer', 'SPMSwinTransformer', {}),
-               pvtv2=('PVTv2-B1', 'pvtv2-b1', 'PyramidVisionTransformerV2', 'SPMPVTv2',
-                      dict(embed_dims=64, num_layers=[2, 2, 2, 2])))
-
-
 def plugins() -> None:
+    """Each plugin family of mmspm.models.families: its compared member and
+    the SPM one, as dense backbones and in the detection, segmentation and
+    classification configs named after the member (``swin-t`` ...)."""
     from mmdet.registry import MODELS
     print('| model | input | Params (M) | FLOPs (G) |')
     print('|---|---|---|---|')
     x = torch.randn(1, 3, 224, 224)
-    for name, config, upstream, ours, kwargs in PLUGINS.values():
+    for family in (f for f in FAMILIES if f.is_plugin):
+        config = backbone_token(dict(type=family.baselines[0], **family.compared))
+        name = display_name(config)
         init_default_scope('mmdet')
-        for label, kind in ((name, upstream), (f'SPM-{name}', ours)):
-            model = MODELS.build(dict(type=kind, **kwargs))
+        for label, kind in ((name, family.baselines[0]), (f'SPM-{name}', family.spm.__name__)):
+            model = MODELS.build(dict(type=kind, **family.compared))
             model.eval()  # not chained: mmdet's SwinTransformer.eval() returns None
             print(f'| {label} dense backbone | 224x224 | {params(model):.2f} | '
                   f'{count(model, (x, )):.2f} |')
