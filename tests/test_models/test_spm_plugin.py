@@ -437,12 +437,11 @@ def test_layer_decay_example_config():
     """mmpretrain's LearningRateDecayOptimWrapperConstructor, as the example
     config uses it, gives each depth its decayed learning rate."""
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
     from mmengine.optim import build_optim_wrapper
+
+    from mmspm.builder import build_model
     cfg = Config.fromfile('configs/imagenet/spm-swin-t_8xb128-lrd_in1k.py')
-    init_default_scope('mmpretrain')
-    model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
     lr = {g['param_name']: g['lr'] for g in groups}
     base, rate = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.paramwise_cfg.layer_decay_rate

@@ -395,12 +395,11 @@ def test_layer_wise_lr_decay_with_mmpretrain():
     last (2 + 8 blocks = 10 depths: lr * rate ** (9 - depth))."""
     from mmengine.config import Config
     from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
-    from mmpretrain.registry import MODELS
-    from mmengine.registry import init_default_scope
+
+    from mmspm.builder import build_model
     from tests.utils import ROOT
     cfg = Config.fromfile(f'{ROOT}/configs/imagenet/spm-pvt-t_8xb128_in1k.py')
-    init_default_scope('mmpretrain')
-    classifier = MODELS.build(cfg.model)
+    classifier = build_model(cfg)
     constructor = LearningRateDecayOptimWrapperConstructor(
         dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05)),
         paramwise_cfg=dict(layer_decay_rate=0.5))
