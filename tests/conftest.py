@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-from tests.utils import ROOT, reference_model
+from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, cls_options, det_options, metric,
+                         reference_model, run)
 
 
 @pytest.fixture(autouse=True)
@@ -34,3 +35,27 @@ def ref_file(ref_tiny, tmp_path_factory):
     path = tmp_path_factory.mktemp('ref') / 'spm_pvt_tiny_ref.pth'
     torch.save({'model': ref_tiny.state_dict()}, path)
     return path
+
+
+@pytest.fixture(scope='session')
+def classifier(demo_data, tmp_path_factory):
+    """The demo classifier after one epoch of tools/train.py (session-wide:
+    tests/test_tools/test_demo.py and tests/test_deployment.py share it)."""
+    work_dir = tmp_path_factory.mktemp('cls')
+    out = run(sys.executable, 'tools/train.py', CLS_CONFIG, '--work-dir', str(work_dir),
+              *cls_options(demo_data))
+    assert 0 <= metric(out, 'accuracy/top1') <= 100
+    return work_dir / 'epoch_1.pth'
+
+
+@pytest.fixture(scope='session')
+def detector_run(classifier, demo_data, tmp_path_factory):
+    """The demo detector trained from the classifier for 50 iterations."""
+    work_dir = tmp_path_factory.mktemp('det')
+    epochs = 25  # 8 images, batch 4
+    options = det_options(demo_data, epochs, from_scratch=False) + [
+        f'model.backbone.init_cfg.checkpoint={classifier}', 'param_scheduler.0.end=10',
+        'param_scheduler.1.milestones=[1000]', 'default_hooks.logger.interval=10']
+    out = run(sys.executable, 'tools/train.py', DET_CONFIG, '--work-dir', str(work_dir),
+              *options)
+    return work_dir, out, options

@@ -1,7 +1,6 @@
 """The demo's pipeline (tools/demo.py): a classifier trained by tools/train.py
 initialises the dense backbones through init_cfg, the detector learns, the
 pictures are drawn, and missing data is named with its fix."""
-import importlib
 import os.path as osp
 import subprocess
 import sys
@@ -10,32 +9,20 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from PIL import Image
 
+from mmspm.builder import build_model
 from mmspm.launch import check_data
-from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, cls_options, det_options,
-                         metric, run, seg_options)
+from tests.utils import CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, metric, run, seg_options
 
 
 def build(config: str, init_checkpoint=None):
+    """The config's model initialised: its backbone from ``init_checkpoint``
+    (through init_cfg) or by its own initialisation."""
     cfg = Config.fromfile(osp.join(ROOT, config))
-    cfg.model.backbone.init_cfg = (None if init_checkpoint is None else dict(
-        type='Pretrained', checkpoint=str(init_checkpoint)))
-    init_default_scope(cfg.default_scope)
-    model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
-    model.init_weights()
-    return model
-
-
-@pytest.fixture(scope='module')
-def classifier(demo_data, tmp_path_factory):
-    """The demo classifier after one epoch of tools/train.py."""
-    work_dir = tmp_path_factory.mktemp('cls')
-    out = run(sys.executable, 'tools/train.py', CLS_CONFIG, '--work-dir', str(work_dir),
-              *cls_options(demo_data))
-    assert 0 <= metric(out, 'accuracy/top1') <= 100
-    return work_dir / 'epoch_1.pth'
+    if init_checkpoint is not None:
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(init_checkpoint))
+    return build_model(cfg, init_weights=True, pretrained=init_checkpoint is not None)
 
 
 @pytest.mark.slow
@@ -59,19 +46,6 @@ def test_classifier_initialises_the_dense_backbone(classifier, config):
         assert torch.equal(v, expected), k
     assert any(not torch.equal(v, fresh[k]) for k, v in backbone.items()
                if v.dtype.is_floating_point), 'the init changed nothing'
-
-
-@pytest.fixture(scope='module')
-def detector_run(classifier, demo_data, tmp_path_factory):
-    """The demo detector trained from the classifier for 50 iterations."""
-    work_dir = tmp_path_factory.mktemp('det')
-    epochs = 25  # 8 images, batch 4
-    options = det_options(demo_data, epochs, from_scratch=False) + [
-        f'model.backbone.init_cfg.checkpoint={classifier}', 'param_scheduler.0.end=10',
-        'param_scheduler.1.milestones=[1000]', 'default_hooks.logger.interval=10']
-    out = run(sys.executable, 'tools/train.py', DET_CONFIG, '--work-dir', str(work_dir),
-              *options)
-    return work_dir, out, options
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ built, read from a high-water mark reset just before the first step (the
 kernel's peak RSS on CPU, the CUDA allocator's peak on a GPU).
 
 Usage:
-    python tools/analysis/benchmark.py [--device cpu|cuda] [--sections spm backbone plugins model]
+    python tools/analysis/benchmark.py [--device cpu|cuda]
+        [--sections spm backbone plugins ablations model deploy]
         [--repeat N] [--threads T]
 
 Sections:
@@ -19,13 +20,23 @@ Sections:
             padded 800x1333 detection input, batch 2 as in the spm rows):
             SPM-PVT-T (mmspm), SPM-PVT-T with the naive SPM layers, mmdet's
             PVT-T.
-  plugins   Backbone forward+backward at 2x3x512x512: mmdet's Swin-T and
-            PVTv2-B1, and the same with SPM (SPMSwinTransformer, SPMPVTv2).
+  plugins   Backbone forward+backward at 2x3x512x512: each plugin family of
+            mmspm.models.families (mmdet's Swin-T and PVTv2-B1), and the
+            same with SPM (SPMSwinTransformer, SPMPVTv2).
+  ablations Backbone forward+backward at 8x3x224x224: PVT-T, SPM-PVT-T and
+            each variant of configs/imagenet/ablations (its SPMPVT options).
   model     One training step (loss + backward) of Mask R-CNN at 800x1333 and
             Semantic FPN at 512x512, SPM-PVT-T vs PVT-T.
+  deploy    Inference (batch 1) in PyTorch eager vs onnxruntime's CPU provider
+            of the graph tools/deployment/pytorch2onnx.py writes (exported
+            first, not timed): the SPM-PVT-T classifier at 224x224, Semantic
+            FPN at 512x512 (logits resized to the input), Mask R-CNN at
+            800x1333 (boxes, scores, labels, 28x28 masks; both sides run
+            mmspm.deployment's wrappers, the same function).
 """
 import argparse
 import gc
+import glob
 import json
 import os
 import os.path as osp
@@ -34,7 +45,33 @@ import subprocess
 import sys
 import time
 
+from mmengine.config import Config
+
+from mmspm.analysis import backbone_token, display_name
+from mmspm.models.families import FAMILIES
+from mmspm.models.spm import VARIANT_ARGS
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+# Dense backbones by kind: PVT-T and SPM-PVT-T, each plugin family's compared
+# member and its SPM version (kinds 'swin', 'spm-swin', ...), and the ablation
+# variants of SPM-PVT-T (kinds named as their configs, 'spm-pvt-t-gle-conv' ...).
+BACKBONES = {
+    'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
+    'spm-pvt': dict(type='SPMPVT', arch='tiny'),
+}
+PLUGINS = []  # (title, kind) of each plugin family
+for _family in (f for f in FAMILIES if f.is_plugin):
+    BACKBONES[_family.token] = dict(type=_family.baselines[0], **_family.compared)
+    BACKBONES[f'spm-{_family.token}'] = dict(type=_family.spm.__name__, **_family.compared)
+    PLUGINS.append((display_name(backbone_token(BACKBONES[_family.token])), _family.token))
+ABLATIONS = []
+for _path in sorted(glob.glob(osp.join(ROOT, 'configs/imagenet/ablations/*.py'))):
+    _options = Config.fromfile(_path).model.backbone
+    _kind = osp.basename(_path).split('_')[0]
+    BACKBONES[_kind] = dict(type='SPMPVT', arch='tiny',
+                            **{k: _options[k] for k in VARIANT_ARGS if k in _options})
+    ABLATIONS.append(_kind)
 
 CASES = {
     'spm': [(f'SPM {c}->{o}, 2x{c}x{h}x{w}', f'spm-naive:{c}:{o}:{h}:{w}',
@@ -45,12 +82,18 @@ CASES = {
                   f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
                  for b, h, w in ((8, 224, 224), (2, 512, 512), (2, 800, 1344))],
     'plugins': [(f'{name} backbone 512x512, batch 2', f'{kind}:2:512:512',
-                 f'spm-{kind}:2:512:512') for name, kind in (('Swin-T', 'swin'),
-                                                              ('PVTv2-B1', 'pvtv2'))],
+                 f'spm-{kind}:2:512:512') for name, kind in PLUGINS],
+    'ablations': [('SPM-PVT-T ablations, backbone 224x224, batch 8', 'pvt:8:224:224',
+                   'spm-pvt:8:224:224', *[f'{kind}:8:224:224' for kind in ABLATIONS])],
     'model': [
         ('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
         ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt'),
     ],
+    'deploy': [(f'{title} inference {h}x{w}, batch 1', f'deploy:pytorch:{task}:{h}:{w}',
+                f'deploy:onnxruntime:{task}:{h}:{w}')
+               for title, task, h, w in (('SPM-PVT-T classifier', 'cls', 224, 224),
+                                         ('Semantic FPN', 'seg', 512, 512),
+                                         ('Mask R-CNN', 'det', 800, 1333))],
 }
 
 
@@ -105,17 +148,9 @@ def build_case(name: str, device: str):
 
     if kind in ('det', 'seg'):
         return _model_step(kind, args[0], device)
+    if kind == 'deploy':
+        return _deploy_step(args[0], args[1], int(args[2]), int(args[3]), device)
     raise ValueError(name)
-
-
-BACKBONES = {
-    'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
-    'spm-pvt': dict(type='SPMPVT', arch='tiny'),
-    'swin': dict(type='SwinTransformer'),
-    'spm-swin': dict(type='SPMSwinTransformer'),
-    'pvtv2': dict(type='PyramidVisionTransformerV2', embed_dims=64, num_layers=[2, 2, 2, 2]),
-    'spm-pvtv2': dict(type='SPMPVTv2', embed_dims=64, num_layers=[2, 2, 2, 2]),
-}
 
 
 def _backbone(kind: str, device: str):
@@ -135,25 +170,18 @@ def _backbone(kind: str, device: str):
 
 def _model_step(kind: str, backbone: str, device: str):
     import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+
+    from mmspm.builder import build_model
     config = dict(
         det=f'configs/mask_rcnn/mask-rcnn_{backbone}-t_fpn_1x_coco.py',
         seg=f'configs/semantic_fpn/fpn_{backbone}-t_8xb2-40k_ade20k-512x512.py')[kind]
-    cfg = Config.fromfile(osp.join(ROOT, config))
-    cfg.model.backbone.init_cfg = None
-    scope = cfg.default_scope
-    init_default_scope(scope)
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS'])
+    model = build_model(Config.fromfile(osp.join(ROOT, config))).to(device).train()
     if kind == 'det':
         from mmdet.testing import demo_mm_inputs
-        model = registry.MODELS.build(cfg.model).to(device).train()
         packed = demo_mm_inputs(1, [[3, 800, 1333]], num_items=[8], with_mask=True)
     else:
         from mmseg.structures import SegDataSample
         from mmengine.structures import PixelData
-        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
-        model = registry.MODELS.build(cfg.model).to(device).train()
         samples = []
         for _ in range(2):
             s = SegDataSample()
@@ -169,6 +197,42 @@ def _model_step(kind: str, backbone: str, device: str):
         losses = model(**data, mode='loss')
         model.parse_losses(losses)[0].backward()
     return step
+
+
+DEPLOY_CONFIGS = dict(cls='configs/imagenet/spm-pvt-t_8xb128_in1k.py',
+                      seg='configs/semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py',
+                      det='configs/mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py')
+
+
+def _deploy_step(runtime: str, task: str, h: int, w: int, device: str):
+    """Inference of the exported function on a 1x3xhxw input: in PyTorch
+    (eager, the wrapper torch.export captures) or in onnxruntime (the graph,
+    exported at a small size into a temporary file: it takes any size)."""
+    import tempfile
+
+    import torch
+
+    from mmspm.deployment import DetectorWrapper, ExportWrapper, export_onnx, load_model
+    if device != 'cpu':
+        raise SystemExit('--sections deploy measures onnxruntime on the CPU: use --device cpu.')
+    model = load_model(Config.fromfile(osp.join(ROOT, DEPLOY_CONFIGS[task])))
+    x = torch.randn(1, 3, h, w)
+    if runtime == 'pytorch':
+        wrapper = (DetectorWrapper(model) if task == 'det' else ExportWrapper(model)).eval()
+
+        def step():
+            with torch.no_grad():
+                wrapper(x)
+        return step
+    import onnxruntime
+    path = osp.join(tempfile.mkdtemp(), f'{task}.onnx')
+    export_onnx(model, path, (128, 160))
+    options = onnxruntime.SessionOptions()
+    threads = int(os.environ.get('OMP_NUM_THREADS', 0))
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default, the cores
+    session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    feed = {'input': x.numpy()}
+    return lambda: session.run(None, feed)
 
 
 def worker(name: str, device: str, repeat: int) -> dict:
@@ -209,9 +273,10 @@ def measure(name: str, args) -> dict:
 
 
 def label(variant: str) -> str:
-    """'spm-pvt:2:512:512' -> 'spm-pvt'; 'det:pvt' -> 'pvt'."""
+    """'spm-pvt:2:512:512' -> 'spm-pvt'; 'det:pvt' -> 'pvt';
+    'deploy:onnxruntime:cls:224:224' -> 'onnxruntime'."""
     kind, *args = variant.split(':')
-    return args[0] if kind in ('det', 'seg') else kind
+    return args[0] if kind in ('det', 'seg', 'deploy') else kind
 
 
 def main() -> None:

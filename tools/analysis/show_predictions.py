@@ -27,6 +27,7 @@ from torch import nn
 from mmspm.builder import build_model
 from mmspm.hooks import ReferenceCheckpointHook
 from mmspm.safe_load import load_checkpoint
+from mmspm.visualization import build_visualizer, draw_sample
 
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
@@ -50,9 +51,7 @@ def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
     load_weights(model, checkpoint)
     model.eval()
     dataset = registry.DATASETS.build(cfg.test_dataloader.dataset)
-    visualizer = registry.VISUALIZERS.build(
-        dict(cfg.visualizer, name=f'show_predictions_{id(model)}', vis_backends=None))
-    visualizer.dataset_meta = dataset.metainfo
+    visualizer = build_visualizer(cfg, dataset.metainfo, f'show_predictions_{id(model)}')
 
     names = [osp.basename(dataset.get_data_info(i)['img_path'])
              for i in range(min(num, len(dataset)))]
@@ -65,10 +64,7 @@ def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
         with torch.no_grad():
             sample = model.test_step(pseudo_collate([dataset[index]]))[0]
         image = mmcv.imread(sample.img_path, channel_order='rgb')
-        extra = dict(pred_score_thr=score_thr) if scope == 'mmdet' else {}
-        visualizer.add_datasample(name, image, data_sample=sample, draw_gt=True,
-                                  draw_pred=True, show=False, out_file=out_file,
-                                  **extra)
+        draw_sample(visualizer, scope, name, image, sample, out_file, score_thr)
     return outputs
 
 

@@ -5,13 +5,18 @@
 
 Classifiers (mmpretrain) give ``logits`` (B, classes); Semantic FPN (mmseg)
 gives ``logits`` (B, classes, H, W) resized to the input, or with
-``--argmax`` the class per pixel, ``labels`` (B, H, W). The graph's input,
+``--argmax`` the class per pixel, ``labels`` (B, H, W); Mask R-CNN (mmdet,
+batch 1) gives ``boxes``, ``scores``, ``labels`` and ``masks`` (the 28x28
+probabilities of each detection's class, pasted by
+``mmspm.deployment.paste_masks``). The graph's input,
 ``input``, is the preprocessed float32 NCHW batch (normalised as the config's
 data preprocessor does). Without CHECKPOINT the model keeps its own
 initialisation (to try the export). ``--verify`` runs the file in
 onnxruntime against PyTorch on IMAGE (resized to ``--shape``) or on a random
 input and prints the worst difference; it fails when that exceeds
-``--tolerance``. See docs/deploy.md.
+``--tolerance`` (detectors: when labels differ, a box moves by more than a
+pixel or a pasted mask's IoU is below 0.99). The file's metadata holds the
+config, for ``tools/deployment/onnx_demo.py``. See docs/deploy.md.
 """
 import argparse
 import os.path as osp
@@ -20,7 +25,8 @@ import torch
 from mmengine.config import Config, DictAction
 
 from mmspm.analysis import load_image
-from mmspm.deployment import check_graph, export_onnx, load_model, run_onnxruntime
+from mmspm.deployment import (DetectorWrapper, check_graph, export_onnx, load_model,
+                               onnxruntime_outputs, paste_masks, run_onnxruntime)
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,6 +48,32 @@ def parse_args() -> argparse.Namespace:
                         'of the logits (default 1e-4)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
+
+
+def verify_detector(model: torch.nn.Module, path: str, x: torch.Tensor) -> None:
+    """onnxruntime's detections against mmdet's own ``predict`` (in the
+    input's coordinates): labels, boxes (within a pixel) and pasted masks
+    (IoU above 0.99)."""
+    from mmdet.structures import DetDataSample
+    hw = tuple(x.shape[2:])
+    with torch.no_grad():
+        sample = DetDataSample(metainfo=dict(img_shape=hw, ori_shape=hw, scale_factor=(1., 1.)))
+        expected = model.predict(x, [sample])[0].pred_instances
+    boxes, _, labels, masks = map(torch.from_numpy, onnxruntime_outputs(path, x))
+    print(f'verify: {hw[0]}x{hw[1]}: {len(labels)} detections in onnxruntime, '
+          f'{len(expected.labels)} in PyTorch')
+    if not torch.equal(labels, expected.labels):
+        raise SystemExit(f'verify: labels differ: {labels.tolist()} vs '
+                         f'{expected.labels.tolist()}')
+    if not len(labels):
+        return
+    pasted = paste_masks(masks, boxes, hw, model.test_cfg.rcnn.mask_thr_binary)
+    union = (pasted | expected.masks).flatten(1).sum(1).clamp(min=1)
+    iou = float(((pasted & expected.masks).flatten(1).sum(1) / union).min())
+    worst = float((boxes - expected.bboxes).abs().max())
+    print(f'verify: worst box corner difference {worst:.3g} px, lowest mask IoU {iou:.4f}')
+    if worst > 1 or iou <= 0.99:
+        raise SystemExit('verify: boxes differ by more than a pixel or masks by IoU 0.99')
 
 
 def verify(wrapper: torch.nn.Module, path: str, x: torch.Tensor, tolerance: float) -> None:
@@ -75,14 +107,17 @@ def main() -> None:
     if args.image and not osp.isfile(args.image):
         raise SystemExit(f'--image {args.image!r} is not a file.')
     model = load_model(cfg, args.checkpoint)
-    wrapper = export_onnx(model, args.out, args.shape, args.argmax)
+    wrapper = export_onnx(model, args.out, args.shape, args.argmax, cfg=cfg)
     info = check_graph(args.out)
     print(f'wrote {args.out}: input {info["input_dims"]}, '
-          f'output {wrapper.output_names[0]}, {len(info["ops"])} operator types')
+          f'outputs {", ".join(wrapper.output_names)}, {len(info["ops"])} operator types')
     if args.verify:
         x = (load_image(args.image, args.shape, cfg)[1] if args.image else
              torch.randn(1, 3, *args.shape))
-        verify(wrapper, args.out, x, args.tolerance)
+        if isinstance(wrapper, DetectorWrapper):
+            verify_detector(model, args.out, x)
+        else:
+            verify(wrapper, args.out, x, args.tolerance)
 
 
 if __name__ == '__main__':
