@@ -35,6 +35,7 @@ Sections:
             mmspm.deployment's wrappers, the same function).
 """
 import argparse
+import functools
 import gc
 import glob
 import json
@@ -45,56 +46,69 @@ import subprocess
 import sys
 import time
 
-from mmengine.config import Config
-
-from mmspm.analysis import backbone_token, display_name
-from mmspm.models.families import FAMILIES
-from mmspm.models.spm import VARIANT_ARGS
-
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# Dense backbones by kind: PVT-T and SPM-PVT-T, each plugin family's compared
-# member and its SPM version (kinds 'swin', 'spm-swin', ...), and the ablation
-# variants of SPM-PVT-T (kinds named as their configs, 'spm-pvt-t-gle-conv' ...).
-BACKBONES = {
-    'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
-    'spm-pvt': dict(type='SPMPVT', arch='tiny'),
-}
-PLUGINS = []  # (title, kind) of each plugin family
-for _family in (f for f in FAMILIES if f.is_plugin):
-    BACKBONES[_family.token] = dict(type=_family.baselines[0], **_family.compared)
-    BACKBONES[f'spm-{_family.token}'] = dict(type=_family.spm.__name__, **_family.compared)
-    PLUGINS.append((display_name(backbone_token(BACKBONES[_family.token])), _family.token))
-ABLATIONS = []
-for _path in sorted(glob.glob(osp.join(ROOT, 'configs/imagenet/ablations/*.py'))):
-    _options = Config.fromfile(_path).model.backbone
-    _kind = osp.basename(_path).split('_')[0]
-    BACKBONES[_kind] = dict(type='SPMPVT', arch='tiny',
-                            **{k: _options[k] for k in VARIANT_ARGS if k in _options})
-    ABLATIONS.append(_kind)
+SECTIONS = ('spm', 'backbone', 'plugins', 'ablations', 'model', 'deploy')
 
-CASES = {
-    'spm': [(f'SPM {c}->{o}, 2x{c}x{h}x{w}', f'spm-naive:{c}:{o}:{h}:{w}',
-             f'spm-mmspm:{c}:{o}:{h}:{w}')
-            for c, o, h, w in ((64, 128, 200, 336), (128, 320, 100, 168),
-                               (320, 512, 50, 84))],
-    'backbone': [(f'backbone {h}x{w}, batch {b}', f'pvt:{b}:{h}:{w}',
-                  f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
-                 for b, h, w in ((8, 224, 224), (2, 512, 512), (2, 800, 1344))],
-    'plugins': [(f'{name} backbone 512x512, batch 2', f'{kind}:2:512:512',
-                 f'spm-{kind}:2:512:512') for name, kind in PLUGINS],
-    'ablations': [('SPM-PVT-T ablations, backbone 224x224, batch 8', 'pvt:8:224:224',
-                   'spm-pvt:8:224:224', *[f'{kind}:8:224:224' for kind in ABLATIONS])],
-    'model': [
-        ('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
-        ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt'),
-    ],
-    'deploy': [(f'{title} inference {h}x{w}, batch 1', f'deploy:pytorch:{task}:{h}:{w}',
-                f'deploy:onnxruntime:{task}:{h}:{w}')
-               for title, task, h, w in (('SPM-PVT-T classifier', 'cls', 224, 224),
-                                         ('Semantic FPN', 'seg', 512, 512),
-                                         ('Mask R-CNN', 'det', 800, 1333))],
-}
+
+@functools.lru_cache
+def backbones() -> tuple[dict, list, list]:
+    """(dense backbone configs by kind, (title, kind) of each plugin family,
+    the ablation kinds). Kinds: 'pvt' (PVT-T), 'spm-pvt' (SPM-PVT-T), each
+    plugin family's compared member and its SPM version ('swin', 'spm-swin',
+    ...), and the variants of configs/imagenet/ablations, named as their
+    configs ('spm-pvt-t-gle-conv', ...). Read when a case needs them: the
+    workers of the other cases neither parse those configs nor import
+    mmdet's models for them."""
+    from mmengine.config import Config
+
+    from mmspm.analysis import backbone_token, display_name
+    from mmspm.models.families import FAMILIES
+    from mmspm.models.spm import VARIANT_ARGS
+    kinds = {
+        'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
+        'spm-pvt': dict(type='SPMPVT', arch='tiny'),
+    }
+    plugins = []
+    for family in (f for f in FAMILIES if f.is_plugin):
+        kinds[family.token] = dict(type=family.baselines[0], **family.compared)
+        kinds[f'spm-{family.token}'] = dict(type=family.spm.__name__, **family.compared)
+        plugins.append((display_name(backbone_token(kinds[family.token])), family.token))
+    ablations = []
+    for path in sorted(glob.glob(osp.join(ROOT, 'configs/imagenet/ablations/*.py'))):
+        options = Config.fromfile(path).model.backbone
+        kind = osp.basename(path).split('_')[0]
+        kinds[kind] = dict(type='SPMPVT', arch='tiny',
+                           **{k: options[k] for k in VARIANT_ARGS if k in options})
+        ablations.append(kind)
+    return kinds, plugins, ablations
+
+
+def cases(section: str) -> list[tuple[str, ...]]:
+    """(title, baseline variant, other variants...) of each group of ``section``."""
+    if section == 'spm':
+        return [(f'SPM {c}->{o}, 2x{c}x{h}x{w}', f'spm-naive:{c}:{o}:{h}:{w}',
+                 f'spm-mmspm:{c}:{o}:{h}:{w}')
+                for c, o, h, w in ((64, 128, 200, 336), (128, 320, 100, 168),
+                                   (320, 512, 50, 84))]
+    if section == 'backbone':
+        return [(f'backbone {h}x{w}, batch {b}', f'pvt:{b}:{h}:{w}',
+                 f'spm-pvt-naive:{b}:{h}:{w}', f'spm-pvt:{b}:{h}:{w}')
+                for b, h, w in ((8, 224, 224), (2, 512, 512), (2, 800, 1344))]
+    if section == 'plugins':
+        return [(f'{name} backbone 512x512, batch 2', f'{kind}:2:512:512',
+                 f'spm-{kind}:2:512:512') for name, kind in backbones()[1]]
+    if section == 'ablations':
+        return [('SPM-PVT-T ablations, backbone 224x224, batch 8', 'pvt:8:224:224',
+                 'spm-pvt:8:224:224', *[f'{kind}:8:224:224' for kind in backbones()[2]])]
+    if section == 'model':
+        return [('Mask R-CNN 800x1333, batch 1', 'det:pvt', 'det:spm-pvt'),
+                ('Semantic FPN 512x512, batch 2', 'seg:pvt', 'seg:spm-pvt')]
+    return [(f'{title} inference {h}x{w}, batch 1', f'deploy:pytorch:{task}:{h}:{w}',
+             f'deploy:onnxruntime:{task}:{h}:{w}')
+            for title, task, h, w in (('SPM-PVT-T classifier', 'cls', 224, 224),
+                                      ('Semantic FPN', 'seg', 512, 512),
+                                      ('Mask R-CNN', 'det', 800, 1333))]
 
 
 def _rss_mb(field: str) -> float:
@@ -137,7 +151,11 @@ def build_case(name: str, device: str):
             layer(inp).backward(grad)
         return step
 
-    if kind in BACKBONES or kind == 'spm-pvt-naive':
+    if kind in ('det', 'seg'):
+        return _model_step(kind, args[0], device)
+    if kind == 'deploy':
+        return _deploy_step(args[0], args[1], int(args[2]), int(args[3]), device)
+    if kind == 'spm-pvt-naive' or kind in backbones()[0]:
         b, h, w = (int(a) for a in args)
         backbone = _backbone(kind, device)
         x = torch.randn(b, 3, h, w, device=device)
@@ -145,11 +163,6 @@ def build_case(name: str, device: str):
         def step():
             sum(o.float().mean() for o in backbone(x)).backward()
         return step
-
-    if kind in ('det', 'seg'):
-        return _model_step(kind, args[0], device)
-    if kind == 'deploy':
-        return _deploy_step(args[0], args[1], int(args[2]), int(args[3]), device)
     raise ValueError(name)
 
 
@@ -161,7 +174,7 @@ def _backbone(kind: str, device: str):
     from mmspm.testing import use_naive_spm
     init_default_scope('mmdet')
     # spm-pvt-naive: SPM-PVT-T with the naive SPM layers, same weights.
-    model = MODELS.build(BACKBONES[kind.replace('-naive', '')])
+    model = MODELS.build(backbones()[0][kind.replace('-naive', '')])
     if kind == 'spm-pvt-naive':
         use_naive_spm(model)
     model.to(device).train()  # not chained: mmdet's SwinTransformer.train() returns None
@@ -170,6 +183,7 @@ def _backbone(kind: str, device: str):
 
 def _model_step(kind: str, backbone: str, device: str):
     import torch
+    from mmengine.config import Config
 
     from mmspm.builder import build_model
     config = dict(
@@ -211,6 +225,7 @@ def _deploy_step(runtime: str, task: str, h: int, w: int, device: str):
     import tempfile
 
     import torch
+    from mmengine.config import Config
 
     from mmspm.deployment import DetectorWrapper, ExportWrapper, export_onnx, load_model
     if device != 'cpu':
@@ -282,7 +297,7 @@ def label(variant: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--sections', nargs='+', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=0)
     parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -299,7 +314,7 @@ def main() -> None:
           '| peak memory (MiB) | memory ratio |')
     print('|---|---|---|---|---|---|---|')
     for section in args.sections:
-        for title, baseline, *others in CASES[section]:
+        for title, baseline, *others in cases(section):
             base = measure(baseline, args)
             for variant in (baseline, *others):
                 r = base if variant == baseline else measure(variant, args)
