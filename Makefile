@@ -4,9 +4,20 @@
 # Install modes (docs/install.md):
 #   make install WHEELHOUSE=DIR  only from the wheels in DIR, no index (`make wheelhouse WHEELHOUSE=DIR` makes them)
 #   make install OWN_TORCH=1     keep the torch/torchvision of $(PYTHON)'s environment
+#   make install STACK=onedl     the OneDL fork of the OpenMMLab stack, into .venv-onedl
+#                                (make test STACK=onedl runs the suite there)
 SHELL := /bin/bash
 PYTHON ?= python3.11
+STACK ?= openmmlab
+ifeq ($(STACK),openmmlab)
 VENV := .venv
+STACK_REQS := requirements
+else ifeq ($(STACK),onedl)
+VENV := .venv-onedl
+STACK_REQS := requirements/onedl
+else
+$(error STACK=$(STACK): choose openmmlab (the default) or onedl)
+endif
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mmspm-installed
@@ -32,25 +43,33 @@ MMCV_BUILD := if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&
 	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; fi; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1
 
+PURELIB = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# mmengine resolves a config base `mmseg::...` through the distribution
+# `mmsegmentation` or, failing that, a module of that name; the fork's
+# distribution is onedl-mmsegmentation. A link named mmsegmentation to the
+# installed mmseg lets it find mmseg's configs (docs/install.md).
+SCOPE_LINK = ln -sfn mmseg "$(PURELIB)/mmsegmentation"
+
 .PHONY: install wheelhouse lint test demo benchmark
 
 install: $(STAMP)
 
-$(STAMP): $(wildcard requirements/*) setup.py
+$(STAMP): $(wildcard requirements/* $(STACK_REQS)/*) setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install -q $(SOURCE) -r requirements/build.txt
 	$(if $(filter 1,$(OWN_TORCH)),$(PY) requirements/check_torch.py > $(VENV)/torch-constraints.txt)
-	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r requirements/runtime.txt
+	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r $(STACK_REQS)/runtime.txt
 	@# From WHEELHOUSE: its mmcv wheel. Otherwise built from source (about 8
-	@# minutes on 2 cores the first time; pip caches the wheel).
-	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) --no-build-isolation $(PIN) -r requirements/mmcv.txt
+	@# minutes on 2 cores the first time, 35 for the fork's; pip caches the wheel).
+	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) --no-build-isolation $(PIN) -r $(STACK_REQS)/mmcv.txt
 	@$(PY) -c 'import mmcv.ops' 2>/dev/null || { echo "mmcv's ops do not load with this torch: the mmcv wheel was built for another torch/CUDA. Make the wheelhouse with the same torch (make wheelhouse), or install without WHEELHOUSE to build mmcv here."; exit 1; }
-	$(PIP) install -q $(SOURCE) $(PIN) -r requirements/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
+	$(PIP) install -q $(SOURCE) $(PIN) -r $(STACK_REQS)/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
 	$(PIP) install -q $(SOURCE) --no-build-isolation --no-deps -e .
 	@# `mim search` (and mim's other package lookups) expect the package at
 	@# site-packages/mmspm, which an editable install does not create: link it
 	@# to the source tree, as `setup.py develop` used to.
-	ln -sfn "$(CURDIR)/mmspm" "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mmspm"
+	ln -sfn "$(CURDIR)/mmspm" "$(PURELIB)/mmspm"
+	$(if $(filter onedl,$(STACK)),$(SCOPE_LINK))
 	@touch $@
 
 # Every wheel the stack needs for this Python, torch and CUDA, mmcv as the
@@ -58,8 +77,8 @@ $(STAMP): $(wildcard requirements/*) setup.py
 wheelhouse: install
 	@test -n "$(WHEELHOUSE)" || { echo "say where: make wheelhouse WHEELHOUSE=DIR"; exit 1; }
 	$(PIP) wheel -q -w $(WHEELHOUSE) $(PIN) -r requirements/build.txt $(TORCH_REQS) \
-	  -r requirements/runtime.txt -r requirements/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
-	$(MMCV_BUILD) $(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) $(PIN) -r requirements/mmcv.txt
+	  -r $(STACK_REQS)/runtime.txt -r $(STACK_REQS)/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
+	$(MMCV_BUILD) $(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) $(PIN) -r $(STACK_REQS)/mmcv.txt
 	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $$($(PY) -c 'import sys, torch; print(f"Python {sys.version_info[0]}.{sys.version_info[1]}, torch {torch.__version__}, CUDA {torch.version.cuda}")'); install with: make install WHEELHOUSE=$(WHEELHOUSE)"
 
 # ruff (ruff.toml): errors, warnings, unused names, import order, 100 columns.

@@ -9,11 +9,13 @@ from setuptools import find_packages, setup
 MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
-def version() -> str:
+def run_module(name: str) -> dict:
+    """The globals of ``mmspm/<name>.py``, executed alone (standard library
+    only: mmspm's package imports torch and the stack)."""
     scope: dict = {}
-    with open(osp.join('mmspm', 'version.py')) as f:
+    with open(osp.join('mmspm', f'{name}.py')) as f:
         exec(f.read(), scope)
-    return scope['__version__']
+    return scope
 
 
 def add_mim_extension() -> None:
@@ -51,7 +53,7 @@ if __name__ == '__main__':
     add_mim_extension()
     setup(
         name='mmspm',
-        version=version(),
+        version=run_module('version')['__version__'],
         description='Stepwise Patch Merging (SPM) backbones for mmdet, '
         'mmsegmentation and mmpretrain',
         long_description=open('README.md').read() if osp.exists('README.md') else '',
@@ -61,20 +63,16 @@ if __name__ == '__main__':
         package_data={'mmspm': ['.mim/configs/**/*', '.mim/tools/**/*',
                                 '.mim/model-index.yml']},
         python_requires='>=3.9',
-        # The runtime needs; requirements/ pins the tested versions (make install).
+        # Neither stack here: installing mmspm must not pull the OpenMMLab
+        # releases over the OneDL fork's (or the reverse). Each stack is an
+        # extra (mmspm/stacks.py); `import mmspm` names the extra to install
+        # when no stack, or a mix, is found. requirements/ pins the tested sets.
         install_requires=[
             'torch>=2.4',  # weights_only loading with an allow-list
-            'mmengine>=0.10.7,<1.0',
-            'mmcv>=2.0.0,<2.2.0',  # with its ops; mmdet 3.3 refuses 2.2
-            'mmdet>=3.3.0,<3.4.0',  # SPMSwinTransformer/SPMPVTv2 extend its backbones
-            'numpy>=1.24,<3',  # requirements/runtime.txt installs 2.x; 1.24+ also works
+            'numpy>=1.24,<3',  # requirements/ installs 2.x; 1.24+ also works
             'safetensors',
         ],
-        extras_require={
-            'seg': ['mmsegmentation>=1.2.2,<1.3'],
-            'cls': ['mmpretrain>=1.2.0,<1.3'],
-            'tests': ['pytest>=7'],
-        },
+        extras_require={**run_module('stacks')['extras'](), 'tests': ['pytest>=7']},
         license='Apache License 2.0',
         zip_safe=False,
     )

@@ -7,16 +7,19 @@ routes behave the same.
 """
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import os.path as osp
 import runpy
 import sys
+import sysconfig
 
 import torch
 from mmengine.config import Config, DictAction
 
 from .registry import CODEBASES
+from .safe_load import force_weights_only
 
 DEMO_DATA = 'data/demo'
 # The data layout each codebase's full-size configs expect (README, "Data").
@@ -34,12 +37,36 @@ DATA_LAYOUTS = {
 def load_config(config: str) -> Config:
     if not osp.isfile(config):
         raise SystemExit(f'Config {config!r} does not exist.')
-    cfg = Config.fromfile(config)
+    try:
+        cfg = Config.fromfile(config)
+    except ModuleNotFoundError as e:
+        unresolved = _unresolved_scope(str(e))
+        if unresolved is None:
+            raise
+        module, dist = unresolved
+        purelib = sysconfig.get_paths()['purelib']
+        raise SystemExit(
+            f'Config {config!r} inherits from {module}::..., which mmengine looks '
+            f'up as the distribution {dist!r}; this environment has {module} from '
+            f'another distribution (the OneDL fork\'s). Link it where mmengine looks: '
+            f'ln -s {module} {osp.join(purelib, dist)} (docs/install.md).') from e
     if cfg.get('default_scope') not in CODEBASES:
         raise SystemExit(f'Config {config!r} has default_scope='
                          f'{cfg.get("default_scope")!r}; mmspm configs belong '
                          f'to one of {CODEBASES}.')
     return cfg
+
+
+def _unresolved_scope(message: str):
+    """``(module, distribution)`` when ``message`` is mmengine's "<dist> is
+    not installed" for a config scope whose module is installed under
+    another distribution name; None otherwise."""
+    from mmengine.config.utils import MODULE2PACKAGE
+    for module, dist in MODULE2PACKAGE.items():
+        if message.startswith(f'{dist} is not installed') and \
+                importlib.util.find_spec(module) is not None:
+            return module, dist
+    return None
 
 
 def _dataset_paths(dataset: dict) -> list[str]:
@@ -146,7 +173,9 @@ def launcher_of(argv: list[str]) -> str:
 
 
 def run_upstream(name: str, argv: list[str]) -> None:
-    """Run ``<scope>/.mim/tools/<name>.py`` with ``argv`` (config first)."""
+    """Run ``<scope>/.mim/tools/<name>.py`` with ``argv`` (config first),
+    every checkpoint read weights-only (:func:`~mmspm.safe_load.force_weights_only`)."""
+    force_weights_only()
     positional = [a for a in argv if not a.startswith('-')]
     if not positional:
         raise SystemExit(f'usage: tools/{name}.py CONFIG ... (see the '

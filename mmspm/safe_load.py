@@ -130,11 +130,32 @@ def is_local(filename: str) -> bool:
     return CheckpointLoader._get_checkpoint_loader(filename) is load_from_local
 
 
+# What torch reads as "set" in its TORCH_FORCE_*_WEIGHTS_ONLY_LOAD variables.
+_TRUE = ('1', 'y', 'yes', 'true')
+
+
 def _weights_only_by_default() -> bool:
     """Whether a ``torch.load`` without ``weights_only`` (mmengine's) is safe."""
-    true = ('1', 'y', 'yes', 'true')
-    return (os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in true
-            or os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() not in true)
+    return (os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in _TRUE
+            or os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() not in _TRUE)
+
+
+def force_weights_only() -> None:
+    """Make every ``torch.load`` of this process, and of the processes it
+    starts, ``weights_only``, whatever its caller passes.
+
+    For the train/test tools, whose checkpoints (``load_from``, ``--resume``,
+    ``--checkpoint``) mmengine reads: the OneDL fork's mmengine retries a
+    refused ``weights_only`` load with ``weights_only=False``, which would
+    run a pickled payload. torch honours ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
+    over the argument; mmengine's own types stay allowed
+    (:func:`register_safe_globals`).
+    """
+    if os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in _TRUE:
+        raise SystemExit('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: mmspm\'s tools load '
+                         'checkpoints weights-only (a pickled checkpoint could run '
+                         'code). Unset it.')
+    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
 
 
 def load_checkpoint(filename: str) -> dict:

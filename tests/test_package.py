@@ -55,18 +55,21 @@ def test_tools_run_without_the_repository(tmp_path):
 
 
 def test_install_requires_hold_for_the_pinned_stack():
-    """setup.py's runtime requirements (as installed metadata) are met by the
-    stack requirements/ pins: neither contradicts the other."""
+    """setup.py's runtime requirements and the extra of the installed stack
+    (as installed metadata) are met by the stack requirements/ pins: neither
+    contradicts the other."""
     from importlib.metadata import requires, version
 
     from packaging.requirements import Requirement
+
+    import mmspm
     needs = [Requirement(r) for r in requires('mmspm')]
     core = [r for r in needs if r.marker is None]
-    assert {r.name for r in core} >= {'torch', 'mmengine', 'mmcv', 'mmdet'}
-    for requirement in needs:
-        extra = requirement.marker is not None
-        if extra and requirement.name == 'pytest':
-            continue
+    stack = [r for r in needs if r.marker is not None and r.name != 'pytest'
+             and r.marker.evaluate({'extra': mmspm.STACK})]
+    assert {r.name for r in core} == {'torch', 'numpy', 'safetensors'}
+    assert len(stack) == 5, stack  # mmengine, mmcv, mmdet, mmseg, mmpretrain
+    for requirement in core + stack:
         assert requirement.specifier.contains(version(requirement.name), prereleases=True), \
             (str(requirement), version(requirement.name))
 

@@ -63,23 +63,39 @@ def _requirements(lines) -> dict:
 
 
 def test_setup_py_and_requirements_agree():
-    """What requirements/ installs, setup.py accepts: a package requirements/
-    constrains is constrained in setup.py too, and every version that
-    requirements/ names lies within setup.py's range."""
+    """What requirements/ installs (either stack), setup.py accepts: a
+    package requirements/ constrains is constrained in setup.py too (its own
+    requirements or the stack's extra), and every version that requirements/
+    names lies within setup.py's range."""
+    from mmspm.stacks import extras
     tree = ast.parse(open(osp.join(ROOT, 'setup.py')).read())
     setup = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and getattr(n.func, 'id', '') == 'setup')
-    args = {k.arg: ast.literal_eval(k.value) for k in setup.keywords
-            if k.arg in ('install_requires', 'extras_require')}
-    declared = _requirements(args['install_requires'] + sum(args['extras_require'].values(), []))
+    install_requires = next(ast.literal_eval(k.value) for k in setup.keywords
+                            if k.arg == 'install_requires')
+    declared = _requirements(install_requires + sum(extras().values(), []))
     pinned: dict = {}
-    for path in glob.glob(osp.join(ROOT, 'requirements', '*.txt')):
-        pinned.update(_requirements(open(path).read().splitlines()))
+    for path in glob.glob(osp.join(ROOT, 'requirements', '**', '*.txt'), recursive=True):
+        for name, spec in _requirements(open(path).read().splitlines()).items():
+            pinned.setdefault(name, []).append(spec)
+    assert {'onedl-mmdetection', 'mmdet', 'numpy'} <= pinned.keys()
     for name in declared.keys() & pinned.keys():
-        if not pinned[name]:
-            continue
-        assert declared[name], f'setup.py accepts any {name}, requirements/ {pinned[name]}'
-        for spec in pinned[name]:
+        for spec in (s for specs in pinned[name] for s in specs):
+            assert declared[name], f'setup.py accepts any {name}, requirements/ {spec}'
             if spec.operator in ('==', '>=', '~='):
-                assert spec.version in declared[name], (name, str(pinned[name]),
-                                                        str(declared[name]))
+                assert spec.version in declared[name], (name, str(spec), str(declared[name]))
+
+
+def test_installing_mmspm_pulls_neither_stack():
+    """setup.py's own requirements name no package of either stack: each
+    stack is an extra, so `pip install mmspm` into the OneDL fork's
+    environment does not bring the OpenMMLab releases over it."""
+    from mmspm.stacks import STACKS
+    tree = ast.parse(open(osp.join(ROOT, 'setup.py')).read())
+    install_requires = next(ast.literal_eval(k.value) for n in ast.walk(tree)
+                            if isinstance(n, ast.Call) for k in n.keywords
+                            if k.arg == 'install_requires')
+    stack_dists = {canonicalize_name(dist) for modules in STACKS.values()
+                   for dist, _ in modules.values()}
+    assert set(_requirements(install_requires)) == {'torch', 'numpy', 'safetensors'}
+    assert not stack_dists & set(_requirements(install_requires))

@@ -1,28 +1,65 @@
 """Reading checkpoints: damaged files named, pickled code refused on every
 path, mmengine's own checkpoint types allowed."""
+import os
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
 
+import mmspm
 from mmspm import SPMPVT
-from mmspm.safe_load import CheckpointError, load_checkpoint as safe_load_checkpoint
+from mmspm.safe_load import CheckpointError, force_weights_only
+from mmspm.safe_load import load_checkpoint as safe_load_checkpoint
 from mmspm.safe_load import load_file
 from tests.utils import ROOT, Payload, reference_model
 
 
-def test_pickle_payload_is_refused(tmp_path):
+def payload_checkpoint(tmp_path):
+    """A checkpoint whose unpickling would create ``tmp_path/pwned``."""
     target = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     state = dict(reference_model('tiny').state_dict())
     torch.save({'state_dict': state, 'meta': Payload(str(target))}, path)
+    return path, target
+
+
+def test_pickle_payload_is_refused(tmp_path, monkeypatch):
+    path, target = payload_checkpoint(tmp_path)
     model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(CheckpointError, match='refused'):
         model.init_weights()
+    # mmengine's load_from / resume path, as tools/train.py and test.py run it.
+    # (set, so that monkeypatch restores it after force_weights_only's change)
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0')
+    force_weights_only()
     with pytest.raises(Exception, match='Weights only load failed'):
-        load_checkpoint(SPMPVT('tiny'), str(path))  # the load_from / resume path
+        load_checkpoint(SPMPVT('tiny'), str(path))
     assert not target.exists()
+
+
+def test_mmengines_loader_is_as_safe_as_its_stack(tmp_path, monkeypatch):
+    """Why the tools force weights_only: in a process that does not,
+    mmengine's load_checkpoint refuses the payload on the OpenMMLab stack
+    (mmengine 0.10.7 leaves torch's weights_only default), while the OneDL
+    fork's retries a refused load with weights_only=False and runs it."""
+    path, target = payload_checkpoint(tmp_path)
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+    if mmspm.STACK == 'openmmlab':
+        with pytest.raises(Exception, match='Weights only load failed'):
+            load_checkpoint(SPMPVT('tiny'), str(path))
+        assert not target.exists()
+    else:
+        load_checkpoint(SPMPVT('tiny'), str(path))
+        assert target.exists()
+
+
+def test_forcing_weights_only_refuses_the_opposite_setting(monkeypatch):
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0')
+    with pytest.raises(SystemExit, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set'):
+        force_weights_only()
+    assert os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] == '0'
 
 
 def test_truncated_and_corrupt_files(ref_file, tmp_path):

@@ -2,13 +2,14 @@
 import os
 import os.path as osp
 import re
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.utils import (DET_CONFIG, ROOT, SEG_CONFIG, det_options, metric, run,
-                         seg_options)
+from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, Payload, cls_options,
+                         det_options, metric, run, seg_options)
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +68,29 @@ def test_resume_continues_from_the_checkpoint(seg_run, demo_data):
     after = set(os.listdir(seg_run))
     assert 'iter_60.pth' in after
     assert before - after <= {'iter_20.pth'}  # only rotation by max_keep_ckpts
+
+
+@pytest.mark.parametrize('how', ['load_from', 'resume'])
+def test_tools_refuse_a_payload_checkpoint(demo_data, tmp_path, how):
+    """A checkpoint with a pickled payload, given to tools/train.py as
+    load_from or found by --resume in the work dir: the run stops, the
+    payload does not run. On the OneDL fork too, whose mmengine retries a
+    refused weights_only load with weights_only=False."""
+    work_dir, target = tmp_path / 'work', tmp_path / 'pwned'
+    work_dir.mkdir()
+    checkpoint = work_dir / 'epoch_1.pth'
+    torch.save({'state_dict': {}, 'meta': Payload(str(target))}, checkpoint)
+    options = cls_options(demo_data)
+    if how == 'resume':
+        (work_dir / 'last_checkpoint').write_text(str(checkpoint))
+        options = ['--resume'] + options
+    else:
+        options.append(f'load_from={checkpoint}')
+    proc = subprocess.run([sys.executable, 'tools/train.py', CLS_CONFIG, '--work-dir',
+                           str(work_dir), *options], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert 'Weights only load failed' in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert not target.exists()
 
 
 def test_mim_detection_train_and_test(demo_data, tmp_path):

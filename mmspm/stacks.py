@@ -1,0 +1,100 @@
+"""The two OpenMMLab stacks mmspm runs on, and the check that one is installed.
+
+Both stacks install the same modules (``mmengine``, ``mmcv``, ``mmdet``,
+``mmseg``, ``mmpretrain``) from different distributions: the OpenMMLab
+releases (``mmdet`` 3.3, ...) or the maintained OneDL fork
+(``onedl-mmdetection`` 3.5, ...). mmspm's ``install_requires`` name neither,
+so that installing it never pulls one stack over the other; ``setup.py``
+builds the extras ``mmspm[openmmlab]`` and ``mmspm[onedl]`` from
+:data:`STACKS`, and :func:`check` (run by ``import mmspm``) says which extra
+to install when the installed stack is missing, mixed or out of range.
+
+Standard library only: ``setup.py`` executes this file.
+"""
+from importlib.metadata import PackageNotFoundError, version
+
+# module -> (distribution, the versions mmspm accepts), per stack. mmseg and
+# mmpretrain are optional (mmspm registers its models where they are installed).
+STACKS = {
+    'openmmlab': {
+        'mmengine': ('mmengine', '>=0.10.7,<1.0'),
+        'mmcv': ('mmcv', '>=2.0.0,<2.2.0'),  # with its ops; mmdet 3.3 refuses 2.2
+        'mmdet': ('mmdet', '>=3.3.0,<3.4.0'),
+        'mmseg': ('mmsegmentation', '>=1.2.2,<1.3'),
+        'mmpretrain': ('mmpretrain', '>=1.2.0,<1.3'),
+    },
+    'onedl': {
+        'mmengine': ('onedl-mmengine', '>=0.10.12,<1.0'),
+        'mmcv': ('onedl-mmcv', '>=2.3.6,<2.4'),
+        'mmdet': ('onedl-mmdetection', '>=3.5.1,<3.6'),
+        'mmseg': ('onedl-mmsegmentation', '>=1.4.2,<1.5'),
+        'mmpretrain': ('onedl-mmpretrain', '>=1.3.6,<1.4'),
+    },
+}
+REQUIRED = ('mmengine', 'mmcv', 'mmdet')
+
+
+def extras() -> dict[str, list[str]]:
+    """``setup.py``'s ``extras_require``: one extra per stack, all its packages."""
+    return {stack: [dist + spec for dist, spec in modules.values()]
+            for stack, modules in STACKS.items()}
+
+
+def installed() -> dict[str, tuple[str, str, str]]:
+    """module -> (stack, distribution, version) for each installed module of
+    :data:`STACKS`, found by distribution (no module is imported)."""
+    found = {}
+    for stack, modules in STACKS.items():
+        for module, (dist, _) in modules.items():
+            try:
+                found.setdefault(module, (stack, dist, version(dist)))
+            except PackageNotFoundError:
+                pass
+    return found
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split('+')[0].split('.')[:3] if part.isdigit())
+
+
+def _accepts(spec: str, text: str) -> bool:
+    """Whether ``text`` meets ``spec``, a comma-separated list of ``>=`` and
+    ``<`` bounds (all :data:`STACKS` uses; ``packaging`` may be absent)."""
+    found = _release(text)
+    for bound in spec.split(','):
+        if bound.startswith('>='):
+            if found < _release(bound[2:]):
+                return False
+        elif bound.startswith('<'):
+            if found >= _release(bound[1:]):
+                return False
+        else:
+            raise ValueError(f'unsupported bound {bound!r}')
+    return True
+
+
+def problems(found: dict[str, tuple[str, str, str]]) -> list[str]:
+    """What is wrong with the stack ``found`` (as :func:`installed` gives it):
+    a required module missing, modules of both stacks, a version out of range."""
+    fix = ("install one stack: pip install 'mmspm[openmmlab]' (the OpenMMLab "
+           "releases) or 'mmspm[onedl]' (the OneDL fork); docs/install.md")
+    stacks = sorted({stack for stack, _, _ in found.values()})
+    if len(stacks) > 1:
+        mixed = ', '.join(f'{dist} {ver}' for _, dist, ver in found.values())
+        return [f'mmspm found packages of both stacks ({mixed}): {fix}']
+    missing = [m for m in REQUIRED if m not in found]
+    if missing:
+        return [f'mmspm needs {", ".join(missing)}, not installed: {fix}']
+    return [f'mmspm accepts {dist}{STACKS[stack][module][1]} on the {stack} stack, '
+            f'found {ver}: {fix}'
+            for module, (stack, dist, ver) in found.items()
+            if not _accepts(STACKS[stack][module][1], ver)]
+
+
+def check() -> str:
+    """The installed stack's name; ImportError naming the fix otherwise."""
+    found = installed()
+    errors = problems(found)
+    if errors:
+        raise ImportError('\n'.join(errors))
+    return found['mmengine'][0]
