@@ -162,8 +162,9 @@ def load_checkpoint(filename: str) -> dict:
     """Read a checkpoint from anything mmengine's CheckpointLoader accepts.
 
     Local files go through :func:`load_file`; URLs and other schemes through
-    the loader registered for them, on the CPU, only while ``torch.load``
-    defaults to ``weights_only=True``.
+    the loader registered for them, on the CPU, with every ``torch.load``
+    forced to ``weights_only=True``; refused while
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
     """
     if is_local(filename):
         return load_file(filename)
@@ -174,10 +175,19 @@ def load_checkpoint(filename: str) -> dict:
             f'could run code). Unset it, or download the file and give its '
             f'local path.')
     register_safe_globals()
+    # Forced for the call: the OneDL fork's loaders retry a refused
+    # weights-only load with weights_only=False.
+    forced = os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD')
+    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
     try:
         return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     except pickle.UnpicklingError as e:
         raise _refusal(filename, e) from e
+    finally:
+        if forced is None:
+            del os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD']
+        else:
+            os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = forced
 
 
 def state_dict_of(checkpoint: dict) -> dict:

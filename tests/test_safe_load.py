@@ -15,17 +15,17 @@ from mmspm.safe_load import load_file
 from tests.utils import ROOT, Payload, reference_model
 
 
-def payload_checkpoint(tmp_path):
-    """A checkpoint whose unpickling would create ``tmp_path/pwned``."""
+def payload_checkpoint(tmp_path, model: torch.nn.Module):
+    """A checkpoint of ``model``'s weights whose unpickling would create
+    ``tmp_path/pwned``."""
     target = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
-    state = dict(reference_model('tiny').state_dict())
-    torch.save({'state_dict': state, 'meta': Payload(str(target))}, path)
+    torch.save({'state_dict': dict(model.state_dict()), 'meta': Payload(str(target))}, path)
     return path, target
 
 
 def test_pickle_payload_is_refused(tmp_path, monkeypatch):
-    path, target = payload_checkpoint(tmp_path)
+    path, target = payload_checkpoint(tmp_path, reference_model('tiny'))
     model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(CheckpointError, match='refused'):
         model.init_weights()
@@ -43,7 +43,7 @@ def test_mmengines_loader_is_as_safe_as_its_stack(tmp_path, monkeypatch):
     mmengine's load_checkpoint refuses the payload on the OpenMMLab stack
     (mmengine 0.10.7 leaves torch's weights_only default), while the OneDL
     fork's retries a refused load with weights_only=False and runs it."""
-    path, target = payload_checkpoint(tmp_path)
+    path, target = payload_checkpoint(tmp_path, SPMPVT('tiny'))
     monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
     if mmspm.STACK == 'openmmlab':
         with pytest.raises(Exception, match='Weights only load failed'):

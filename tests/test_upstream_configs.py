@@ -15,12 +15,14 @@ import copy
 import glob
 import json
 import os.path as osp
+import re
 from importlib.util import find_spec
 
 import pytest
 import torch
 from mmengine.config import Config
 
+import mmspm
 from mmspm.builder import build_model
 from mmspm.models.spm import StepwisePatchMerging
 
@@ -32,6 +34,16 @@ SWAPS = [
     ('mmdet', 'pvt/retinanet_pvt-*.py', 'PyramidVisionTransformer', 'SPMPVT'),
     ('mmpretrain', 'swin_transformer/*.py', 'SwinTransformer', 'SPMSwinTransformer'),
 ]
+# Shipped configs whose own model (upstream backbone) cannot be built on a
+# stack: (stack, config) -> the error it raises. The test pins that instead
+# (and fails, saying to drop the entry, once the stack fixes it).
+BROKEN_UPSTREAM = {
+    # mmseg 1.4's SegDataPreProcessor derives from mmengine's
+    # ImgDataPreprocessor, which takes 1 or 3 channels: LEVIR's image pairs
+    # have 6.
+    ('onedl', 'swin-tiny-patch4-window7_upernet_1xb8-20k_levir-256x256.py'):
+        '`mean` should have 1 or 3 values',
+}
 # The smallest member of each family runs with the fast tests, the others
 # (several seconds to a minute each on a CPU) with the slow ones.
 FAST = ('swin-t', 'swin-tiny', 'pvtv2-b0', 'pvt-t')
@@ -111,6 +123,13 @@ def batch(package: str, cfg: Config, size: int) -> dict:
 @pytest.mark.parametrize('package,path,upstream,ours,names', CASES)
 def test_upstream_config_trains_and_predicts_with_the_spm_backbone(package, path, upstream,
                                                                    ours, names):
+    broken = BROKEN_UPSTREAM.get((mmspm.STACK, osp.basename(path)))
+    if broken is not None:
+        own = Config.fromfile(path)
+        own.model.backbone.pop('init_cfg', None)
+        with pytest.raises(Exception, match=re.escape(broken)):
+            build_model(own)
+        return
     cfg = swapped(path, upstream, ours)
     cfg.model.backbone.pop('init_cfg', None)
     cfg.model.backbone.pop('pretrained', None)
