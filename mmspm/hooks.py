@@ -28,9 +28,11 @@ class RNGStateHook(Hook):
     mmengine reseeds every generator on resume. Nothing between loading the
     checkpoint and the first resumed iteration draws from torch's, so those
     are restored at once. The data pipeline draws from numpy's and Python's:
-    an iteration-based loop replays the batches already seen, which brings
-    them back by itself, but an epoch-based one does not, so they are restored
-    before its first epoch. Pipelines in worker processes draw from the
+    mmengine's iteration-based loop replays the batches already seen, which
+    brings them back by itself, but an epoch-based one does not, nor does the
+    OneDL fork's iteration-based loop (it skips them in the sampler), so for
+    those they are restored before the first epoch (the iteration-based
+    loop's one). Pipelines in worker processes draw from the
     workers' own generators, which mmengine seeds when it starts them; they
     resume exactly when the workers are not persistent (restarted, and so
     reseeded, every epoch anyway).
@@ -133,9 +135,16 @@ class RNGStateHook(Hook):
             torch.cuda.set_rng_state(states['cuda'])
         self._pipeline_states = states
 
+    @staticmethod
+    def _replays_seen_batches(loop) -> bool:
+        """Whether the resumed ``loop`` loads the batches it skips: mmengine
+        0.10.7's iteration-based loop does; the OneDL fork's skips them in the
+        sampler (its loader iterator has ``skip_iter``), without loading."""
+        return (isinstance(loop, IterBasedTrainLoop)
+                and not hasattr(loop.dataloader_iterator, 'skip_iter'))
+
     def before_train_epoch(self, runner) -> None:
-        if (self._pipeline_states is None
-                or isinstance(runner.train_loop, IterBasedTrainLoop)):
+        if self._pipeline_states is None or self._replays_seen_batches(runner.train_loop):
             return
         keys, pos, has_gauss, gauss = self._pipeline_states['numpy']
         np.random.set_state(('MT19937', keys.numpy().astype(np.uint32), pos,

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import mmspm
 from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, SEG_CONFIG, Payload, cls_options,
                          det_options, metric, run, seg_options)
 
@@ -93,11 +94,23 @@ def test_tools_refuse_a_payload_checkpoint(demo_data, tmp_path, how):
     assert not target.exists()
 
 
+# What `mim train/test` calls mmdet on each stack: onedl-mim 0.5.1 cannot
+# resolve "mmdet", which names both onedl-mmdetection and mmdet3d in its table.
+MIM_MMDET = dict(openmmlab='mmdet', onedl='onedl-mmdetection')
+
+
+def test_mim_names_mmdet_as_the_stack_needs():
+    from mim.utils import module_full_name
+    assert module_full_name(MIM_MMDET[mmspm.STACK]) != ''
+    assert (module_full_name('mmdet') == '') == (mmspm.STACK == 'onedl')
+
+
 def test_mim_detection_train_and_test(demo_data, tmp_path):
     options = det_options(demo_data)
-    run('mim', 'train', 'mmdet', DET_CONFIG, '--gpus', '0', '--work-dir',
+    mmdet = MIM_MMDET[mmspm.STACK]
+    run('mim', 'train', mmdet, DET_CONFIG, '--gpus', '0', '--work-dir',
         str(tmp_path), *options)
-    out = run('mim', 'test', 'mmdet', DET_CONFIG, '--checkpoint',
+    out = run('mim', 'test', mmdet, DET_CONFIG, '--checkpoint',
               str(tmp_path / 'epoch_1.pth'), '--gpus', '0', '--work-dir',
               str(tmp_path / 'test'), *options)
     for name in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):

@@ -243,8 +243,10 @@ def compare(row: Row, references: dict
     values = []
     for column in task.columns:
         value = row.values.get(column.key)
-        # COCO logs -1 where a size has no objects; 6 decimals drop float noise.
-        measured = round(value * column.scale, 6) if value is not None and value >= 0 else None
+        # COCO logs -1 where a size has no objects. 4 decimals, as the
+        # codebases log them, drop float noise: the OneDL fork's mmseg
+        # reports float32 (28.28 as 28.2800007).
+        measured = round(value * column.scale, 4) if value is not None and value >= 0 else None
         values.append((measured, ref.get(column.label)))
     return values, note, comparable
 
