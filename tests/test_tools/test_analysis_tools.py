@@ -76,7 +76,7 @@ def test_collector_reproduces_logged_metrics_and_marks_unfinished_runs(runs, tmp
                        ('box APl', 'bbox_mAP_l'), ('mask AP', 'segm_mAP'),
                        ('mask APs', 'segm_mAP_s')]:
         logged = val[f'coco/{key}']
-        assert det[label] == ('' if logged < 0 else str(round(logged * 100, 6))), label
+        assert det[label] == ('' if logged < 0 else str(round(logged * 100, 4))), label
     assert float(rows['cls']['top-1']) == metric(logs['cls'], 'accuracy/top1')
 
     killed = rows['seg_killed']

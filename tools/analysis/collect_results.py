@@ -289,7 +289,7 @@ def markdown(rows: list[Row], references: dict) -> str:
 
 def write_csv(path: str, rows: list[Row], references: dict) -> None:
     """One line per work dir: every column's measured, reference and
-    difference values, unrounded."""
+    difference values, at the 4 decimals the codebases log."""
     columns = [c.label for task in TASKS.values() for c in task.columns]
     with open(path, 'x', newline='') as f:
         writer = csv.writer(f)
@@ -314,7 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
     parser.add_argument('--out', help='also write the Markdown tables here')
-    parser.add_argument('--csv', help='also write the numbers, unrounded, as CSV')
+    parser.add_argument('--csv', help='also write the numbers as CSV (4 decimals, as logged)')
     args = parser.parse_args()
     for path in (args.out, args.csv):
         if path and osp.exists(path):
