@@ -32,7 +32,9 @@ class RNGStateHook(Hook):
     brings them back by itself, but an epoch-based one does not, nor does the
     OneDL fork's iteration-based loop (it skips them in the sampler), so for
     those they are restored before the first epoch (the iteration-based
-    loop's one). Pipelines in worker processes draw from the
+    loop's one); that loop also makes its data loader iterator, which draws
+    from torch's generator, at the first resumed batch, so torch's states
+    are set again after it. Pipelines in worker processes draw from the
     workers' own generators, which mmengine seeds when it starts them; they
     resume exactly when the workers are not persistent (restarted, and so
     reseeded, every epoch anyway).
@@ -55,6 +57,7 @@ class RNGStateHook(Hook):
         self._gathered_at: Optional[int] = None
         self._training = False
         self._pipeline_states: Optional[dict] = None
+        self._late_torch_states: Optional[dict] = None
 
     @staticmethod
     def _own_states() -> dict:
@@ -130,10 +133,14 @@ class RNGStateHook(Hook):
                       f'r % {len(saved)}, so random draws will differ from an '
                       f'uninterrupted run.', logger='current', level=logging.WARNING)
         states = saved[rank % len(saved)]
+        self._set_torch_states(states)
+        self._pipeline_states = states
+
+    @staticmethod
+    def _set_torch_states(states: dict) -> None:
         torch.set_rng_state(states['torch'])
         if 'cuda' in states and torch.cuda.is_available():
             torch.cuda.set_rng_state(states['cuda'])
-        self._pipeline_states = states
 
     @staticmethod
     def _replays_seen_batches(loop) -> bool:
@@ -144,13 +151,24 @@ class RNGStateHook(Hook):
                 and not hasattr(loop.dataloader_iterator, 'skip_iter'))
 
     def before_train_epoch(self, runner) -> None:
-        if self._pipeline_states is None or self._replays_seen_batches(runner.train_loop):
+        loop = runner.train_loop
+        if self._pipeline_states is None or self._replays_seen_batches(loop):
             return
         keys, pos, has_gauss, gauss = self._pipeline_states['numpy']
         np.random.set_state(('MT19937', keys.numpy().astype(np.uint32), pos,
                              has_gauss, gauss))
         random.setstate(self._pipeline_states['random'])
+        if isinstance(loop, IterBasedTrainLoop):
+            # The fork's loop makes its data loader iterator only at the
+            # first resumed batch, and making one draws a seed from torch's
+            # generator, where the uninterrupted run made it at its start.
+            self._late_torch_states = self._pipeline_states
         self._pipeline_states = None
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._late_torch_states is not None:
+            self._set_torch_states(self._late_torch_states)
+            self._late_torch_states = None
 
 
 @HOOKS.register_module()
