@@ -53,26 +53,6 @@ def installed() -> dict[str, tuple[str, str, str]]:
     return found
 
 
-def _release(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split('+')[0].split('.')[:3] if part.isdigit())
-
-
-def _accepts(spec: str, text: str) -> bool:
-    """Whether ``text`` meets ``spec``, a comma-separated list of ``>=`` and
-    ``<`` bounds (all :data:`STACKS` uses; ``packaging`` may be absent)."""
-    found = _release(text)
-    for bound in spec.split(','):
-        if bound.startswith('>='):
-            if found < _release(bound[2:]):
-                return False
-        elif bound.startswith('<'):
-            if found >= _release(bound[1:]):
-                return False
-        else:
-            raise ValueError(f'unsupported bound {bound!r}')
-    return True
-
-
 def problems(found: dict[str, tuple[str, str, str]]) -> list[str]:
     """What is wrong with the stack ``found`` (as :func:`installed` gives it):
     a required module missing, modules of both stacks, a version out of range."""
@@ -85,10 +65,13 @@ def problems(found: dict[str, tuple[str, str, str]]) -> list[str]:
     missing = [m for m in REQUIRED if m not in found]
     if missing:
         return [f'mmspm needs {", ".join(missing)}, not installed: {fix}']
+    # Imported here, not at the top: setup.py executes this file, and
+    # packaging comes with either stack's mmengine, found above.
+    from packaging.specifiers import SpecifierSet
     return [f'mmspm accepts {dist}{STACKS[stack][module][1]} on the {stack} stack, '
             f'found {ver}: {fix}'
             for module, (stack, dist, ver) in found.items()
-            if not _accepts(STACKS[stack][module][1], ver)]
+            if not SpecifierSet(STACKS[stack][module][1]).contains(ver, prereleases=True)]
 
 
 def check() -> str:
