@@ -9,6 +9,7 @@ from torch import Tensor
 
 from . import swin_checkpoints
 from .spm_plugin import SPMPluginMixin
+from .swin_capture import remove_size_branches
 
 
 class SwinPluginMixin(SPMPluginMixin):
@@ -90,6 +91,10 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
     ``{'model': ...}``), or an SPM-Swin one of either codebase
     (:meth:`load_pretrained`); ``attn_mask`` and ``relative_position_index``
     are recomputed, and bias tables of another window size resized.
+
+    Its patch-embedding padding and window attention are mmdet's computed
+    without Python branches on the input size (:mod:`.swin_capture`), so a
+    captured graph holds for every size.
     """
 
     def __init__(self, *, with_cp: bool = False, norm_eval: bool = False,
@@ -97,3 +102,4 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
         super().__init__(with_cp=with_cp, **kwargs)
         self.norm_eval = norm_eval
         self._use_spm(with_cp, spm_stages)
+        remove_size_branches(self)
