@@ -25,6 +25,7 @@ from mmengine.config import Config
 import mmspm
 from mmspm.builder import build_model
 from mmspm.models.spm import StepwisePatchMerging
+from tests.utils import seg_sample
 
 # (package, configs, the upstream backbone type they name, the SPM type)
 SWAPS = [
@@ -108,13 +109,7 @@ def batch(package: str, cfg: Config, size: int) -> dict:
                               num_classes=head.num_classes,
                               with_mask='mask_head' in cfg.model.get('roi_head', {}))
     if package == 'mmseg':
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        shape = (size, size)
-        sample = SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape,
-                                             pad_shape=shape))
-        sample.gt_sem_seg = PixelData(data=torch.randint(
-            0, cfg.model.decode_head.num_classes, (1, size, size)))
+        sample = seg_sample((size, size), cfg.model.decode_head.num_classes)
         return dict(inputs=[image, image.flip(1)], data_samples=[sample, sample.clone()])
     from mmpretrain.structures import DataSample
     return dict(inputs=[image], data_samples=[DataSample().set_gt_label(3)])

@@ -124,6 +124,16 @@ def det_options(demo_data, epochs: int = 1, from_scratch: bool = True) -> list[s
             f'default_hooks.checkpoint.interval={epochs}'] + ([NO_INIT] if from_scratch else [])
 
 
+def seg_sample(hw: tuple[int, int], num_classes: int):
+    """An mmseg ``SegDataSample`` of an unpadded ``hw`` image with random
+    ground-truth classes."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    sample = SegDataSample(metainfo=dict(img_shape=hw, ori_shape=hw, pad_shape=hw))
+    sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, *hw)))
+    return sample
+
+
 def randomize_norm_stats(model: torch.nn.Module) -> None:
     """BatchNorm running stats/affine away from identity so eval mode is tested."""
     for m in model.modules():

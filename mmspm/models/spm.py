@@ -31,7 +31,7 @@ defined in docs/reference_model.md ("Ablation variants"); the defaults are
 the reference.
 """
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -377,16 +377,18 @@ class GuidedLocalEnhancement(nn.Module):
         return torch.cat([guide, outside], 2)
 
 
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``.
+def pad_to_multiple(x: Tensor, multiple: Union[int, tuple[int, int]]) -> Tensor:
+    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``
+    (one for both sides, or height's and width's).
 
     Padded always (by 0 when the size is a multiple) and with floor divisions,
     not ``%``: no Python branch on the size, so a captured graph (compile,
     export) holds for every size, and inductor's symbolic shapes take it.
     """
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     H, W = x.shape[-2:]
-    pad_h = (H + multiple - 1) // multiple * multiple - H
-    pad_w = (W + multiple - 1) // multiple * multiple - W
+    pad_h = (H + mh - 1) // mh * mh - H
+    pad_w = (W + mw - 1) // mw * mw - W
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 

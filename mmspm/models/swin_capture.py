@@ -15,20 +15,21 @@ import torch.nn.functional as F
 from mmdet.models.backbones.swin import ShiftWindowMSA, SwinTransformer
 from torch import Tensor, nn
 
+from .spm import pad_to_multiple
+
 
 class CornerPadding(nn.Module):
-    """Zero padding at the bottom/right to multiples of ``stride`` (height,
-    width): mmdet's ``AdaptivePadding(padding='corner')`` where the kernel is
-    the stride (a non-overlapping patch embedding, as Swin's always is)."""
+    """mmdet's ``AdaptivePadding(padding='corner')`` where the kernel is the
+    stride (a non-overlapping patch embedding, as Swin's always is):
+    :func:`~.spm.pad_to_multiple` of ``stride`` (height, width), as the
+    module ``PatchEmbed.adap_padding`` holds."""
 
     def __init__(self, stride: tuple[int, int]) -> None:
         super().__init__()
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        H, W = x.shape[-2:]
-        sh, sw = self.stride
-        return F.pad(x, [0, (W + sw - 1) // sw * sw - W, 0, (H + sh - 1) // sh * sh - H])
+        return pad_to_multiple(x, self.stride)
 
 
 class BranchFreeShiftWindowMSA(ShiftWindowMSA):

@@ -5,8 +5,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper
-from mmengine.structures import PixelData
-from mmseg.structures import SegDataSample
 from torch._dynamo.utils import counters
 
 from mmspm import SPMPVT
@@ -14,7 +12,18 @@ from mmspm.builder import build_model
 from mmspm.models.spm_pvt import resize_pos_embed
 from tests.test_models.test_spm_plugin import CLASSES
 from tests.test_models.test_spm_plugin import SMALL as PLUGIN_SMALL
-from tests.utils import ROOT
+from tests.utils import ROOT, seg_sample
+
+
+def fresh_dynamo() -> None:
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled since :func:`fresh_dynamo`, recompilations
+    included (torch 2.13 no longer fills ``counters['recompiles']``)."""
+    return counters['stats']['unique_graphs']
 
 
 def test_autocast_bf16_cpu_matches_fp32():
@@ -52,7 +61,7 @@ def test_autocast_bf16_training_step_cpu():
 def test_torch_compile_matches_eager():
     """Graph capture and autograd through the compiled backbone (aot_eager:
     no C++ code generation, so the test stays fast)."""
-    torch._dynamo.reset()
+    fresh_dynamo()
     model = SPMPVT('tiny', drop_path_rate=0.)
     model.init_weights()
     model.train()
@@ -89,17 +98,6 @@ def small_spm_pvt() -> SPMPVT:
     """A small SPM-PVT: compiling costs per operator, not per channel, and a
     CPU compile of a whole model takes minutes."""
     return SPMPVT(SMALL_ARCH, drop_path_rate=0.)
-
-
-def fresh_dynamo() -> None:
-    torch._dynamo.reset()
-    counters.clear()
-
-
-def compiled_graphs() -> int:
-    """Graphs dynamo has compiled since :func:`fresh_dynamo`, recompilations
-    included (torch 2.13 no longer fills ``counters['recompiles']``)."""
-    return counters['stats']['unique_graphs']
 
 
 def assert_same_step(model: torch.nn.Module, compiled, hw: tuple[int, int]) -> None:
@@ -160,15 +158,6 @@ def test_dynamic_compile_of_plugin_backbones(family, sizes):
     assert compiled_graphs() == 1, dict(counters['stats'])
 
 
-def seg_samples(hw: tuple[int, int], classes: int) -> list[SegDataSample]:
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=hw, pad_shape=hw, ori_shape=hw))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, classes, (1, *hw)))
-        samples.append(sample)
-    return samples
-
-
 @pytest.mark.slow
 def test_dynamic_compile_of_a_semantic_fpn_training_step():
     """The Semantic FPN config's segmentor (SPM-PVT made small) with its loss
@@ -191,7 +180,7 @@ def test_dynamic_compile_of_a_semantic_fpn_training_step():
     compiled = torch.compile(model.loss, backend='eager', dynamic=True)
     graphs = []
     for hw in [(112, 176), (97, 65), (160, 224)]:
-        x, samples = torch.randn(2, 3, *hw), seg_samples(hw, 5)
+        x, samples = torch.randn(2, 3, *hw), [seg_sample(hw, 5) for _ in range(2)]
         losses, grads = [], []
         for loss in (model.loss, compiled):
             model.zero_grad()
