@@ -12,7 +12,7 @@ from mmspm.builder import build_model
 from mmspm.models.spm_pvt import resize_pos_embed
 from tests.test_models.test_spm_plugin import CLASSES
 from tests.test_models.test_spm_plugin import SMALL as PLUGIN_SMALL
-from tests.utils import ROOT, seg_sample
+from tests.utils import FLOAT32, ROOT, seg_sample
 
 
 def fresh_dynamo() -> None:
@@ -210,7 +210,7 @@ def test_export_holds_for_every_size():
         x = torch.randn(2, 3, *hw)
         with torch.no_grad():
             for e, c in zip(model(x), program.module()(x)):
-                torch.testing.assert_close(c, e, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(c, e, **FLOAT32)
 
 
 def test_pos_embed_resize_is_exact_at_its_grid():

@@ -9,7 +9,7 @@ from mmspm.models import StepwisePatchMerging
 from mmspm.models.spm import select_path, set_spm_path
 from mmspm.models.spm_pvt_checkpoints import rename_reference_key
 from mmspm.testing import RefSPM
-from tests.utils import randomize_norm_stats
+from tests.utils import FLOAT32, randomize_norm_stats
 
 DIMS = [(64, 128), (128, 320), (320, 512)]
 
@@ -44,18 +44,18 @@ def test_equals_reference(cin, cout, mode, path):
         x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
         out_ref, out_fast = ref(x_ref), fast(x_fast)
         assert out_fast.shape == (2, cout, 6, 10)
-        torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out_fast, out_ref, **FLOAT32)
 
         grad = torch.randn_like(out_ref)
         (out_ref * grad).sum().backward()
         (out_fast * grad).sum().backward()
-        torch.testing.assert_close(x_fast.grad, x_ref.grad, atol=1e-5, rtol=0)
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, **FLOAT32)
         if mode == 'train':  # batch statistics were updated identically
             ref_state = ref.state_dict()
             for name in ('msa.proj.1.running_mean', 'msa.proj.1.running_var',
                          'gle.gtg.0.running_mean', 'gle.gtg.0.running_var'):
                 torch.testing.assert_close(fast.state_dict()[name], ref_state[name],
-                                           atol=1e-5, rtol=0, msg=name)
+                                           **FLOAT32, msg=name)
     ref_params = dict(ref.named_parameters())
     for name, p in fast.named_parameters():
         ref_name = name.replace('gle.qkv', 'gle.attn.qkv')
@@ -120,7 +120,7 @@ def test_any_size(hw, path):
         expected = naive_any_size(ref, x)
     H, W = hw
     assert out.shape == (2, 320, (H + 1) // 2, (W + 1) // 2)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, expected, **FLOAT32)
 
 
 def test_naive_any_size_is_the_reference_on_even_sizes():
@@ -128,7 +128,7 @@ def test_naive_any_size_is_the_reference_on_even_sizes():
     ref.eval()
     x = torch.randn(1, 64, 6, 8)
     with torch.no_grad():
-        torch.testing.assert_close(naive_any_size(ref, x), ref(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(naive_any_size(ref, x), ref(x), **FLOAT32)
 
 
 def test_gradients_reach_every_parameter():
@@ -208,7 +208,7 @@ def test_exported_graph_holds_for_every_size():
     for hw in [(8, 12), (7, 9), (13, 6), (3, 3)]:
         x = torch.randn(2, 64, *hw)
         with torch.no_grad():
-            torch.testing.assert_close(program.module()(x), fast(x), atol=1e-5, rtol=0)
+            torch.testing.assert_close(program.module()(x), fast(x), **FLOAT32)
 
 
 def test_gradients_have_their_parameters_strides():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmspm.models import ARCH_SETTINGS, SPMPVT
-from tests.utils import backbone_state, reference_model
+from tests.utils import FLOAT32, backbone_state, reference_model
 
 # docs/reference_model.md: reference classification models with a 1000-class head.
 PARAMS_M = dict(tiny=14.03, small=25.29, medium=45.01, large=62.17)
@@ -77,10 +77,10 @@ def test_equals_reference(hw):
         maps, cls = ref.forward_features(x)
         cls_outs = cls_model(x)
         dense_outs = dense(x)
-    torch.testing.assert_close(cls_outs[3], cls, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cls_outs[3], cls, **FLOAT32)
     assert cls_outs[3].shape == (2, 512)
     for ours, theirs in zip(dense_outs[:3], maps):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours, theirs, **FLOAT32)
     assert dense_outs[3].shape == (2, 512, hw[0] // 32, hw[1] // 32)
 
 
@@ -200,12 +200,12 @@ def test_mmdet_pvt_arguments_build_what_mmdet_builds(tmp_path):
                and not any(m is n for s in ours.patch_embeds[1:] for n in s.modules()))
     with torch.no_grad():
         image = torch.randn(1, 3, 128, 96)
-        torch.testing.assert_close(ours(image)[0], upstream(image)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(image)[0], upstream(image)[0], **FLOAT32)
         for i, (grid, dim) in enumerate(zip((32, 16, 8, 4), ours.embed_dims)):
             x = torch.randn(1, grid * grid, dim)
             for j, block in enumerate(ours.stages[i]):
                 theirs = upstream.layers[i][1][j + 1](x, (grid, grid))
-                torch.testing.assert_close(block(x, (grid, grid)), theirs, atol=1e-5, rtol=0)
+                torch.testing.assert_close(block(x, (grid, grid)), theirs, **FLOAT32)
 
 
 def test_pvt_v1_arguments_without_an_mmdet_twin():

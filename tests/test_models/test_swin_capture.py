@@ -9,6 +9,7 @@ from mmdet.models.layers.transformer.utils import AdaptivePadding
 
 from mmspm import SPMSwinTransformer
 from mmspm.models.swin_capture import BranchFreeShiftWindowMSA, CornerPadding
+from tests.utils import FLOAT32
 
 # Multiples of the window (7) and of the patch (4), odd sizes, a map smaller
 # than one window, and one of several windows with padding.
@@ -24,7 +25,7 @@ def test_window_attention_equals_mmdets(shift, hw):
     ours = copy.deepcopy(theirs)
     ours.__class__ = BranchFreeShiftWindowMSA
     query = torch.randn(2, hw[0] * hw[1], 32)
-    torch.testing.assert_close(ours(query, hw), theirs(query, hw), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours(query, hw), theirs(query, hw), **FLOAT32)
 
 
 @pytest.mark.parametrize('hw', [(8, 12), (9, 13), (1, 3), (224, 225)])
@@ -55,4 +56,4 @@ def test_spm_swin_equals_itself_with_mmdets_layers():
         x = torch.randn(1, 3, *hw)
         with torch.no_grad():
             for o, t in zip(ours(x), theirs(x)):
-                torch.testing.assert_close(o, t, rtol=0, atol=1e-5)
+                torch.testing.assert_close(o, t, **FLOAT32)

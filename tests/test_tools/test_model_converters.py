@@ -12,8 +12,8 @@ from mmengine.runner import load_checkpoint
 
 from mmspm.builder import build_model
 from mmspm.testing import ARCHS
-from tests.utils import (ROOT, Payload, assert_dense_equals_reference, dense_from, metric,
-                         reference_model, run)
+from tests.utils import (FLOAT32, ROOT, Payload, assert_dense_equals_reference, dense_from,
+                         metric, reference_model, run)
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +146,6 @@ def test_mim_test_mmpretrain_with_converted_checkpoint(ref_tiny, ref_file, demo_
     scores = torch.cat(scores)
     assert len(tested) == len(scores) > 0
     for pred, expected in zip(tested, scores):
-        torch.testing.assert_close(pred['pred_score'], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(pred['pred_score'], expected, **FLOAT32)
     top1 = 100 * sum(int(s.argmax()) == y for s, y in zip(scores, labels)) / len(labels)
     assert metric(out, 'accuracy/top1') == pytest.approx(top1, abs=1e-3)
