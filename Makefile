@@ -3,14 +3,24 @@
 #
 # Install modes (docs/install.md):
 #   make install WHEELHOUSE=DIR  only from the wheels in DIR, no index (`make wheelhouse WHEELHOUSE=DIR` makes them)
-#   make install OWN_TORCH=1     keep the torch/torchvision of $(PYTHON)'s environment
+#   make install OWN_TORCH=1     keep the torch/torchvision/numpy of $(PYTHON)'s environment
+#   make test PYTHON=python3.9 TORCH=2.1.2
+#                                one combination of the tested matrix, in a venv of its
+#                                own (.venv-py3.9-torch2.1.2), mmcv built once for it
 #   make install STACK=onedl     the OneDL fork of the OpenMMLab stack, into .venv-onedl
 #                                (make test STACK=onedl runs the suite there)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 STACK ?= openmmlab
+TORCH ?=
+ifneq ($(TORCH),)
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+ifeq ($(PYVER),)
+$(error PYTHON=$(PYTHON) does not run: name an interpreter, e.g. PYTHON=$$(pyenv root)/versions/3.9.18/bin/python)
+endif
+endif
 ifeq ($(STACK),openmmlab)
-VENV := .venv
+VENV := $(if $(TORCH),.venv-py$(PYVER)-torch$(TORCH),.venv)
 STACK_REQS := requirements
 else ifeq ($(STACK),onedl)
 VENV := .venv-onedl
@@ -28,6 +38,8 @@ OWN_TORCH ?=
 SOURCE := $(if $(WHEELHOUSE),--no-index --find-links $(abspath $(WHEELHOUSE)))
 ifeq ($(OWN_TORCH),1)
 VENV_FLAGS := --system-site-packages
+endif
+ifneq ($(OWN_TORCH)$(TORCH),)
 PIN := -c $(VENV)/torch-constraints.txt
 TORCH_REQS :=
 else
@@ -43,6 +55,8 @@ MMCV_BUILD := if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&
 	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; fi; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1
 
+MMCV_WHEELS := .wheels/py$(PYVER)-torch$(TORCH)
+
 PURELIB = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # mmengine resolves a config base `mmseg::...` through the distribution
 # `mmsegmentation` or, failing that, a module of that name; the fork's
@@ -57,11 +71,15 @@ install: $(STAMP)
 $(STAMP): $(wildcard requirements/* $(STACK_REQS)/*) setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install -q $(SOURCE) -r requirements/build.txt
-	$(if $(filter 1,$(OWN_TORCH)),$(PY) requirements/check_torch.py > $(VENV)/torch-constraints.txt)
+	$(if $(TORCH),$(PIP) install -q $(SOURCE) $$($(PY) requirements/check_torch.py --pins $(TORCH)))
+	$(if $(OWN_TORCH)$(TORCH),$(PY) requirements/check_torch.py > $(VENV)/torch-constraints.txt)
 	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r $(STACK_REQS)/runtime.txt
 	@# From WHEELHOUSE: its mmcv wheel. Otherwise built from source (about 8
 	@# minutes on 2 cores the first time, 35 for the fork's; pip caches the wheel).
-	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) --no-build-isolation $(PIN) -r $(STACK_REQS)/mmcv.txt
+	@# pip's cache does not tell torch versions apart, so with TORCH the wheel
+	@# is built into $(MMCV_WHEELS), once per combination, and taken from there.
+	$(if $(TORCH),test -n "$$(ls $(MMCV_WHEELS)/*.whl 2>/dev/null)" || { $(MMCV_BUILD) $(PIP) wheel -q --no-deps --no-build-isolation --no-cache-dir -w $(MMCV_WHEELS) $(PIN) -r $(STACK_REQS)/mmcv.txt; })
+	$(MMCV_BUILD) $(PIP) install -q $(SOURCE) $(if $(TORCH),--find-links $(MMCV_WHEELS)) --no-build-isolation $(PIN) -r $(STACK_REQS)/mmcv.txt
 	@$(PY) -c 'import mmcv.ops' 2>/dev/null || { echo "mmcv's ops do not load with this torch: the mmcv wheel was built for another torch/CUDA. Make the wheelhouse with the same torch (make wheelhouse), or install without WHEELHOUSE to build mmcv here."; exit 1; }
 	$(PIP) install -q $(SOURCE) $(PIN) -r $(STACK_REQS)/openmmlab.txt -r requirements/deploy.txt -r requirements/tests.txt
 	$(PIP) install -q $(SOURCE) --no-build-isolation --no-deps -e .
@@ -86,7 +104,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 demo: install
 	$(PY) tools/demo.py

@@ -90,8 +90,13 @@ def test_images_without_annotations(demo_data, tmp_path):
     """A val image with no objects is evaluated (CocoMetric); training skips
     images without objects (filter_empty_gt) instead of failing."""
     from mmengine.runner import Runner
-    root = demo_data / 'coco'
-    ann = json.loads((root / 'annotations' / 'instances_val2017.json').read_text())
+    # The session's demo data stays as it is (other tests index its images):
+    # its images linked into a folder of this test's, which gets the new one.
+    root = tmp_path / 'coco'
+    (root / 'val2017').mkdir(parents=True)
+    for image in (demo_data / 'coco' / 'val2017').iterdir():
+        (root / 'val2017' / image.name).symlink_to(image)
+    ann = json.loads((demo_data / 'coco' / 'annotations' / 'instances_val2017.json').read_text())
     empty = dict(ann['images'][0], id=999, file_name='empty.jpg')
     Image.new('RGB', (empty['width'], empty['height']), (90, 90, 90)).save(
         root / 'val2017' / 'empty.jpg')

@@ -1,8 +1,12 @@
 """mmspm.stacks: which OpenMMLab stack is installed, and what a user is told
 when none, a mix, or an unsupported version is."""
-import pytest
+import json
+import subprocess
+import sys
 
-import mmspm
+import pytest
+from packaging.utils import canonicalize_name
+
 from mmspm.stacks import STACKS, check, installed, problems
 
 
@@ -10,12 +14,22 @@ def found(stack: str, **versions: str) -> dict:
     return {m: (stack, STACKS[stack][m][0], v) for m, v in versions.items()}
 
 
-def test_the_installed_stack_is_one_whole_stack():
+def test_the_installed_stack_is_the_one_pip_lists():
+    """check() against pip's own list of this environment (read apart from
+    importlib.metadata, which check() uses): every distribution of the stack
+    it names is installed, at the version installed() gives, and none of the
+    other stack's."""
     stack = check()
-    assert stack == mmspm.STACK
+    listed = {canonicalize_name(d['name']): d['version'] for d in json.loads(subprocess.run(
+        [sys.executable, '-m', 'pip', 'list', '--format', 'json'], capture_output=True,
+        text=True, check=True).stdout)}
     modules = installed()
     assert set(modules) == set(STACKS[stack])
-    assert {s for s, _, _ in modules.values()} == {stack}
+    for module, (dist, _) in STACKS[stack].items():
+        assert listed[canonicalize_name(dist)] == modules[module][2], dist
+    other = {canonicalize_name(dist) for s, modules in STACKS.items() if s != stack
+             for dist, _ in modules.values()}
+    assert not other & set(listed)
 
 
 @pytest.mark.parametrize('stack,versions', [

@@ -18,9 +18,13 @@ def test_classifier_prediction_is_drawn(tmp_path):
     visualizer = build_visualizer(cfg, dict(classes=[f'class{i}' for i in range(5)]),
                                   'test_classifier_prediction_is_drawn')
     image = np.full((96, 128, 3), 200, dtype=np.uint8)
-    sample = DataSample().set_gt_label(1).set_pred_label(3).set_pred_score(
-        torch.tensor([0.1, 0.1, 0.1, 0.6, 0.1]))
-    out = str(tmp_path / 'cls.png')
-    draw_sample(visualizer, 'mmpretrain', 'x', image, sample, out)
-    drawn = np.asarray(Image.open(out).convert('RGB'))
-    assert drawn.shape[2] == 3 and (drawn != 200).any(), 'nothing drawn'
+    pictures = []
+    for pred in (3, 4):  # the same ground truth, two predictions
+        score = torch.full((5, ), 0.1)
+        score[pred] = 0.6
+        sample = DataSample().set_gt_label(1).set_pred_label(pred).set_pred_score(score)
+        out = str(tmp_path / f'cls{pred}.png')
+        draw_sample(visualizer, 'mmpretrain', 'x', image, sample, out)
+        pictures.append(np.asarray(Image.open(out).convert('RGB')))
+    assert pictures[0].shape[2] == 3 and (pictures[0] != 200).any(), 'nothing drawn'
+    assert (pictures[0] != pictures[1]).any(), 'the prediction is not in the picture'
