@@ -8,13 +8,13 @@ import re
 from collections import OrderedDict
 from typing import ClassVar, Optional, Sequence, Union
 
-import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import initialize
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..safe_load import CheckpointError, backbone_of, check_shapes, load_checkpoint, unwrap
+from .checkpointing import checkpointed
 from .spm import TokenStepwisePatchMerging, check_spm_stages, reference_init
 
 InitCfg = Union[dict, Sequence[dict], None]
@@ -31,7 +31,7 @@ class CheckpointedSPM(TokenStepwisePatchMerging):
     def forward(self, x: Tensor,
                 hw_shape: Optional[Sequence[int]] = None) -> tuple[Tensor, tuple[int, int]]:
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(super().forward, x, hw_shape, use_reentrant=False)
+            return checkpointed(self, super().forward, x, hw_shape)
         return super().forward(x, hw_shape)
 
 

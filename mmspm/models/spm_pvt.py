@@ -6,9 +6,7 @@ the backbone adapts and checks every state dict loaded into it
 (:meth:`SPMPVT._prepare_state`).
 """
 import warnings
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from functools import partial
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +17,9 @@ from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
 
 from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from .checkpointing import checkpointed
 from .spm import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, StepwisePatchMerging,
                   check_spm_stages, check_variant, pad_to_multiple, reference_init)
 from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
@@ -180,30 +178,6 @@ class PVTBlock(nn.Module):
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         x = x + self.drop_path(self.drop(self.attn(self.norm1(x), hw_shape)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-@contextmanager
-def _batchnorm_statistics_kept(module: nn.Module) -> Iterator[None]:
-    """Restores the running statistics of ``module``'s BatchNorms on exit:
-    recomputing a forward pass (``with_cp``) in training mode would update
-    them a second time."""
-    bns = [m for m in module.modules()
-           if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
-             for m in bns]
-    try:
-        yield
-    finally:
-        for m, values in zip(bns, saved):
-            for buffer, value in zip((m.running_mean, m.running_var,
-                                      m.num_batches_tracked), values):
-                buffer.copy_(value)
-
-
-def _recomputation_contexts(module: nn.Module) -> tuple[AbstractContextManager, ...]:
-    """``torch.utils.checkpoint``'s ``context_fn``: nothing around the first
-    forward pass, the BatchNorm statistics kept around its recomputation."""
-    return nullcontext(), _batchnorm_statistics_kept(module)
 
 
 # Arguments of mmdet's PyramidVisionTransformer (PVT v1) that SPMPVT can only
@@ -673,8 +647,7 @@ class SPMPVT(BaseModule):
         """``module(*args)``; with ``with_cp`` (while gradients are recorded)
         recomputed in the backward pass instead of keeping its activations."""
         if self.with_cp and torch.is_grad_enabled():
-            return checkpoint(module, *args, use_reentrant=False,
-                              context_fn=partial(_recomputation_contexts, module))
+            return checkpointed(module, module, *args)
         return module(*args)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

@@ -4,11 +4,11 @@ import re
 from collections import OrderedDict
 from typing import Optional, Sequence
 
-import torch.utils.checkpoint as cp
 from mmdet.models.backbones.pvt import PyramidVisionTransformerV2, pvt_convert
 from mmdet.models.layers import nlc_to_nchw
 from torch import Tensor
 
+from .checkpointing import checkpointed
 from .spm_plugin import SPMPluginMixin
 
 
@@ -80,7 +80,7 @@ class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
             x, hw_shape = embed(x)
             for block in blocks:
                 if self.with_cp and x.requires_grad:
-                    x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
+                    x = checkpointed(block, block, x, hw_shape)
                 else:
                     x = block(x, hw_shape)
             x = nlc_to_nchw(norm(x), hw_shape)
