@@ -8,6 +8,28 @@ from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, cls_options, det_options,
                          reference_model, run)
 
 
+# Fixtures that start subprocesses or train. A test that requests one, itself
+# or through another fixture, is marked slow here; a test that starts a
+# subprocess without one is marked by hand.
+SLOW_FIXTURES = {'demo_data', 'classifier', 'detector_run'}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def loading_restored(monkeypatch):
+    """For a test that forces weights-only loading (force_weights_only, or a
+    tool's run_upstream): the process's loading as before, after it. (The
+    variable is set, so that monkeypatch restores it after the change; on
+    torch < 2.4 torch.load itself is replaced.)"""
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0')
+    monkeypatch.setattr(torch, 'load', torch.load)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -11,8 +11,6 @@ import yaml
 
 from tests.utils import ROOT, run
 
-pytestmark = pytest.mark.slow
-
 
 def metafile_models() -> dict:
     index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
@@ -22,6 +20,7 @@ def metafile_models() -> dict:
     return models
 
 
+@pytest.mark.slow
 def test_mim_search_lists_every_model():
     out = run('mim', 'search', 'mmspm')
     listed = {line.split(':', 1)[1].strip() for line in out.splitlines()
@@ -38,6 +37,7 @@ def test_metafiles_use_mmdet_task_names():
                 assert result['Task'] == tasks[metric], (name, metric, result['Task'])
 
 
+@pytest.mark.slow
 def test_tools_run_without_the_repository(tmp_path):
     for name in ('tools', 'configs'):
         shutil.copytree(osp.join(ROOT, name), tmp_path / name)

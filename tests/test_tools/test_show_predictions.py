@@ -24,29 +24,29 @@ def tool():
 
 
 @pytest.fixture(scope='module')
-def classifier():
+def classifier_model():
     return build_model(Config.fromfile(osp.join(ROOT, CONFIG)))
 
 
-def test_authors_layout_checkpoint_loads_backbone_and_head(classifier, ref_tiny, ref_file):
-    tool().load_weights(classifier, str(ref_file))
-    ours = classifier.state_dict()
+def test_authors_layout_checkpoint_loads_backbone_and_head(classifier_model, ref_tiny, ref_file):
+    tool().load_weights(classifier_model, str(ref_file))
+    ours = classifier_model.state_dict()
     for k, v in backbone_state(ref_tiny).items():
         assert torch.equal(ours[f'backbone.{k}'], v), k
     assert torch.equal(ours['head.fc.weight'], ref_tiny.head.weight)
 
 
-def test_a_checkpoint_that_does_not_fit_is_refused(classifier, tmp_path):
+def test_a_checkpoint_that_does_not_fit_is_refused(classifier_model, tmp_path):
     """A backbone-only checkpoint would leave the head untrained."""
-    state = {k: v for k, v in classifier.state_dict().items() if k.startswith('backbone.')}
+    state = {k: v for k, v in classifier_model.state_dict().items() if k.startswith('backbone.')}
     torch.save({'state_dict': state}, tmp_path / 'x.pth')
     with pytest.raises(RuntimeError, match='missing keys.*head.fc.weight'):
-        tool().load_weights(classifier, str(tmp_path / 'x.pth'))
+        tool().load_weights(classifier_model, str(tmp_path / 'x.pth'))
 
 
-def test_pickled_code_is_not_run(classifier, tmp_path):
+def test_pickled_code_is_not_run(classifier_model, tmp_path):
     marker = tmp_path / 'ran'
     torch.save({'state_dict': {'x': Payload(str(marker))}}, tmp_path / 'evil.pth')
     with pytest.raises(CheckpointError, match='refused'):
-        tool().load_weights(classifier, str(tmp_path / 'evil.pth'))
+        tool().load_weights(classifier_model, str(tmp_path / 'evil.pth'))
     assert not marker.exists()
