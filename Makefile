@@ -73,7 +73,9 @@ $(STAMP): $(wildcard requirements/* $(STACK_REQS)/*) setup.py
 	$(PIP) install -q $(SOURCE) -r requirements/build.txt
 	$(if $(TORCH),$(PIP) install -q $(SOURCE) $$($(PY) requirements/check_torch.py --pins $(TORCH)))
 	$(if $(OWN_TORCH)$(TORCH),$(PY) requirements/check_torch.py > $(VENV)/torch-constraints.txt)
-	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r $(STACK_REQS)/runtime.txt
+	@# build.txt again: without torch in this resolver call (OWN_TORCH, TORCH)
+	@# openmim's openxlab would take setuptools below what torch and mmcv's build need.
+	$(PIP) install -q $(SOURCE) $(PIN) $(TORCH_REQS) -r requirements/build.txt -r $(STACK_REQS)/runtime.txt
 	@# From WHEELHOUSE: its mmcv wheel. Otherwise built from source (about 8
 	@# minutes on 2 cores the first time, 35 for the fork's; pip caches the wheel).
 	@# pip's cache does not tell torch versions apart, so with TORCH the wheel

@@ -68,8 +68,11 @@ if __name__ == '__main__':
         # extra (mmspm/stacks.py); `import mmspm` names the extra to install
         # when no stack, or a mix, is found. requirements/ pins the tested sets.
         install_requires=[
-            'torch>=2.4',  # weights_only loading with an allow-list
-            'numpy>=1.24,<3',  # requirements/ installs 2.x; 1.24+ also works
+            # The oldest tested (docs/install.md): torch 2.1 + mmcv 2.1.0 is what
+            # most mmdet 3.x environments hold. Installing mmspm must not
+            # replace their torch or numpy (mmcv's ops are built for that torch).
+            'torch>=2.1',
+            'numpy>=1.24,<3',  # requirements/ installs 2.x; torch < 2.3 needs 1.x
             'safetensors',
         ],
         extras_require={**run_module('stacks')['extras'](), 'tests': ['pytest>=7']},

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.utils import digit_version
 from torch import Tensor, nn
 
 from .builder import build_model
@@ -335,6 +336,21 @@ def paste_masks(masks: Union[Tensor, np.ndarray], boxes: Union[Tensor, np.ndarra
     return pasted >= threshold
 
 
+# torch.onnx.export(dynamo=True) of an ExportedProgram, the torch.export-based
+# exporter, is torch 2.6's; torch 2.1-2.5 have other exporters, which
+# specialise the sizes SPM computes with.
+EXPORT_TORCH = '2.6'
+
+
+def check_export_torch() -> None:
+    """RuntimeError naming the torch that :func:`export_onnx` needs, on an older one."""
+    if digit_version(torch.__version__) < digit_version(EXPORT_TORCH):
+        raise RuntimeError(f'ONNX export needs torch >= {EXPORT_TORCH} (its torch.export-based '
+                           f'exporter); this environment has torch {torch.__version__}. '
+                           f'Export from an environment with a newer torch (make install '
+                           f'does one); the ONNX file runs anywhere.')
+
+
 def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (224, 224),
                 argmax: bool = False, opset: int = OPSET,
                 cfg: Optional[Config] = None) -> nn.Module:
@@ -353,6 +369,7 @@ def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (224, 224),
     size-specialised graph of the ONNX exporter's fallbacks.
     """
     task = task_of(model)
+    check_export_torch()
     if task == 'detector':
         if argmax:
             raise ValueError('argmax applies to segmentors only; a detector '

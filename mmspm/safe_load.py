@@ -1,21 +1,27 @@
 """Reading checkpoints without running code, for any model.
 
 Checkpoints are untrusted: ``.safetensors`` files are read directly, every
-other file with ``torch.load(weights_only=True)``. The only non-tensor types
-allowed are the exact ones mmengine's runner writes
+other file with ``torch.load(weights_only=True)`` (torch >= 2.4) or, on older
+torch, which cannot extend that allow-list, through a restricted unpickler
+(:data:`RESTRICTED_PICKLE`) that allows torch's tensor types and nothing more.
+The only non-tensor types allowed are the exact ones mmengine's runner writes
 (:data:`MMENGINE_SAFE_GLOBALS`). Names other than local paths (``https://``,
 ``open-mmlab://``, any scheme registered with mmengine's ``CheckpointLoader``)
 go through that loader, whose ``torch.load`` calls are ``weights_only`` by
 default in torch >= 2.6; :func:`load_checkpoint` refuses them where that
 default has been switched off.
 """
+import _compat_pickle
+import codecs
+import functools
 import importlib
 import os
 import os.path as osp
 import pickle
+import types
 import zipfile
 from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable, Dict
 
 import numpy as np
 import torch
@@ -67,15 +73,81 @@ MMENGINE_SAFE_GLOBALS = [
 ]
 
 
+# torch >= 2.4: weights_only loads take an allow-list of extra types
+# (add_safe_globals) and honour TORCH_FORCE_WEIGHTS_ONLY_LOAD. Older torch
+# (2.1-2.3, where mmcv 2.1.0's prebuilt wheels are) has neither.
+HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'add_safe_globals')
+
+
 def register_safe_globals() -> None:
     """Allow exactly mmengine's checkpoint types in ``weights_only`` loads.
 
     mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which torch
     >= 2.6 defaults to True, so its own checkpoints (``--resume``,
     ``load_from``, ``mim test --checkpoint``) fail to load. Allow-listing the
-    types keeps every other pickle refused.
+    types keeps every other pickle refused. Nothing to do on torch < 2.4,
+    which has no such list: :data:`RESTRICTED_PICKLE` carries the same types.
     """
-    torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+    if HAS_SAFE_GLOBALS:
+        torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed_globals() -> Dict[str, Any]:
+    """'module.name' -> object: what torch's own weights-only unpickler allows
+    (tensors, storages, dtypes, OrderedDict), ``_codecs.encode`` (how pickle
+    protocol 2, torch.save's, writes bytes such as a numpy array's data) and
+    :data:`MMENGINE_SAFE_GLOBALS`, under the names add_safe_globals gives them."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+    allowed = dict(_get_allowed_globals())
+    allowed['_codecs.encode'] = codecs.encode
+    for entry in MMENGINE_SAFE_GLOBALS:
+        obj, name = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        allowed[name] = obj
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves only the globals of :func:`_allowed_globals`.
+
+    Code runs in unpickling only through globals (a class to build, a function
+    to call); refusing every other name refuses every payload.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Pickle protocol 2 (torch.save's) names Python 2's modules
+        # (__builtin__.getattr): pickle's own mapping to Python 3's names.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        allowed = _allowed_globals()
+        key = f'{module}.{name}'
+        if key not in allowed:
+            raise pickle.UnpicklingError(f'{key} is not allowed in a checkpoint')
+        return allowed[key]
+
+
+# For torch.load's ``pickle_module``: torch subclasses ``Unpickler`` (its
+# storage lookups go through find_class too) and calls ``load`` for the
+# legacy format's header.
+RESTRICTED_PICKLE = types.SimpleNamespace(
+    __name__=__name__ + '.RESTRICTED_PICKLE',
+    Unpickler=_RestrictedUnpickler,
+    load=lambda file, **kwargs: _RestrictedUnpickler(file, **kwargs).load())
+
+
+# torch's own, kept: force_weights_only may replace torch.load by restricted_load.
+_torch_load = torch.load
+
+
+def restricted_load(f: Any, map_location: Any = None, **kwargs: Any) -> Any:
+    """``torch.load`` through :data:`RESTRICTED_PICKLE`, whatever
+    ``weights_only`` or ``pickle_module`` the caller passes: torch < 2.4's
+    equivalent of ``weights_only=True`` with mmengine's types allowed."""
+    kwargs.pop('weights_only', None)
+    kwargs.pop('pickle_module', None)
+    return _torch_load(f, map_location=map_location, pickle_module=RESTRICTED_PICKLE,
+                       weights_only=False, **kwargs)
 
 
 # What torch's weights_only unpickler says when a pickle asks for code.
@@ -116,6 +188,8 @@ def load_file(path: str) -> dict:
     try:
         # Not torch's safe_globals() context: on exit it removes the types
         # again, also for everyone who registered them before.
+        if not HAS_SAFE_GLOBALS:
+            return restricted_load(path, map_location='cpu')
         register_safe_globals()
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
@@ -149,13 +223,24 @@ def force_weights_only() -> None:
     refused ``weights_only`` load with ``weights_only=False``, which would
     run a pickled payload. torch honours ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
     over the argument; mmengine's own types stay allowed
-    (:func:`register_safe_globals`).
+    (:func:`register_safe_globals`). On torch < 2.4 the variable would make
+    torch refuse mmengine's own checkpoints (its allow-list cannot be
+    extended there), so ``torch.load`` itself becomes :func:`restricted_load`
+    for this process instead; the tools' worker processes (torchrun's) force
+    their own.
     """
     if os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in _TRUE:
         raise SystemExit('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: mmspm\'s tools load '
                          'checkpoints weights-only (a pickled checkpoint could run '
                          'code). Unset it.')
-    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    _force_restricted_loads()
+
+
+def _force_restricted_loads() -> None:
+    if HAS_SAFE_GLOBALS:
+        os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    else:
+        torch.load = restricted_load
 
 
 def load_checkpoint(filename: str) -> dict:
@@ -176,16 +261,19 @@ def load_checkpoint(filename: str) -> dict:
             f'local path.')
     register_safe_globals()
     # Forced for the call: the OneDL fork's loaders retry a refused
-    # weights-only load with weights_only=False.
+    # weights-only load with weights_only=False (on torch < 2.4 the loads go
+    # through restricted_load for the call instead: force_weights_only).
     forced = os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD')
-    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    torch_load = torch.load
+    _force_restricted_loads()
     try:
         return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     except pickle.UnpicklingError as e:
         raise _refusal(filename, e) from e
     finally:
+        torch.load = torch_load
         if forced is None:
-            del os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD']
+            os.environ.pop('TORCH_FORCE_WEIGHTS_ONLY_LOAD', None)
         else:
             os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = forced
 

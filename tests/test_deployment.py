@@ -7,22 +7,24 @@ import os.path as osp
 
 import mmdet
 import numpy as np
-import onnx
 import pytest
 import torch
 from mmengine.config import Config
 from PIL import Image
 
 from mmspm.analysis import load_image
-from mmspm.deployment import (DetectorWrapper, ExportWrapper, export_onnx, load_model,
-                              onnxruntime_outputs, paste_masks, run_onnxruntime)
-from tests.utils import DET_CONFIG, NO_INIT, randomize_norm_stats, run
+from mmspm.deployment import (EXPORT_TORCH, DetectorWrapper, ExportWrapper, export_onnx,
+                              load_model, onnxruntime_outputs, paste_masks, run_onnxruntime)
+from tests.utils import DET_CONFIG, NO_INIT, needs_torch, randomize_norm_stats, run
 
 CLS_CONFIG = 'configs/imagenet/spm-pvt-t_8xb128_in1k.py'
 SEG_CONFIG = 'configs/semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py'
 # Even; odd and not a multiple of 32; large enough that eager SPM at stage 2
 # (128 channels, 20 windows a row) takes three chunks of window rows.
 SIZES = [(128, 160), (97, 131), (256, 320)]
+# On the matrix's older torch (and Python 3.9, which has no wheels of
+# requirements/deploy.txt) what exports is skipped; the rest runs.
+EXPORTS = needs_torch(EXPORT_TORCH, 'ONNX export')
 
 
 def model_of(config: str) -> torch.nn.Module:
@@ -33,6 +35,7 @@ def model_of(config: str) -> torch.nn.Module:
 
 def graph_facts(path) -> tuple[list, set, set]:
     """(input dimensions, operator types, operator domains) read with onnx."""
+    import onnx
     graph = onnx.load(str(path)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     return dims, {n.op_type for n in graph.node}, {n.domain for n in graph.node}
@@ -46,6 +49,7 @@ def assert_portable(path, batch=None) -> None:
     assert dims[0] == batch if batch else isinstance(dims[0], str) and dims[0], dims
     assert domains <= {'', 'ai.onnx'}, domains
     assert not [op for op in ops if 'Sequence' in op], ops
+    import onnx
     assert onnx.load(str(path)).graph.input[0].name == 'input'
 
 
@@ -66,6 +70,7 @@ def segmentor_onnx(tmp_path_factory):
     return model, path
 
 
+@EXPORTS
 @pytest.mark.slow
 @pytest.mark.parametrize('hw', SIZES)
 def test_classifier_in_onnxruntime(classifier_onnx, hw):
@@ -79,6 +84,7 @@ def test_classifier_in_onnxruntime(classifier_onnx, hw):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@EXPORTS
 @pytest.mark.slow
 @pytest.mark.parametrize('hw', SIZES)
 def test_segmentor_in_onnxruntime(segmentor_onnx, hw):
@@ -162,6 +168,15 @@ def test_refuses_what_it_cannot_export():
         ExportWrapper(model_of(CLS_CONFIG), argmax=True)
 
 
+def test_export_names_the_torch_it_needs(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch, '__version__', '2.5.1')
+    with pytest.raises(RuntimeError, match=r'ONNX export needs torch >= 2\.6 .*this environment '
+                       r'has torch 2\.5\.1'):
+        export_onnx(model_of(CLS_CONFIG), str(tmp_path / 'never.onnx'))
+    assert not (tmp_path / 'never.onnx').exists()
+
+
+@EXPORTS
 @pytest.mark.slow
 def test_tool_exports_a_checkpoint_and_verifies(tmp_path):
     """The CLI: a runner-style checkpoint of the demo segmentor in, an ONNX
@@ -203,6 +218,7 @@ def detector_onnx(detector_run, demo_data, tmp_path_factory):
 DET_SIZES = [(192, 256), (177, 243), (256, 320)]
 
 
+@EXPORTS
 @pytest.mark.slow
 @pytest.mark.parametrize('index,hw', list(enumerate(DET_SIZES)))
 def test_detector_in_onnxruntime(detector_onnx, demo_data, index, hw):
@@ -222,6 +238,7 @@ def test_detector_in_onnxruntime(detector_onnx, demo_data, index, hw):
     assert mask_iou(pasted, expected.masks).min() > 0.99
 
 
+@EXPORTS
 @pytest.mark.slow
 def test_onnx_demo_draws_what_pytorch_predicts(segmentor_onnx, tmp_path):
     """onnx_demo.py (the file alone: its metadata holds the config) draws

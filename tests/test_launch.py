@@ -19,10 +19,7 @@ def test_no_launcher_is_none():
 
 
 @pytest.mark.parametrize('argv', [['--launcher'], ['--launcher', '--resume']])
-def test_a_launcher_without_value_is_named(argv, tmp_path, monkeypatch):
-    # run_upstream forces weights-only loading for the process it runs in;
-    # set here so that monkeypatch restores it for the tests after this one.
-    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0')
+def test_a_launcher_without_value_is_named(argv, tmp_path, loading_restored):
     config = tmp_path / 'c.py'
     config.write_text("default_scope = 'mmpretrain'\n")
     with pytest.raises(SystemExit, match='--launcher needs a value: none, pytorch'):

@@ -1,14 +1,17 @@
-"""requirements/check_torch.py, the gate of `make install OWN_TORCH=1`: it
-pins the environment's torch/torchvision and refuses versions mmspm does not
-support, naming the version it found (stand-in torch packages play the
-environment's). setup.py and requirements/ agree."""
+"""requirements/check_torch.py, the gate of `make install OWN_TORCH=1` and
+`TORCH=...`: it pins the environment's torch/torchvision/numpy and refuses
+versions mmspm does not support, naming the version it found (stand-in torch
+packages play the environment's). setup.py and requirements/ agree, and
+installing mmspm changes nothing of the environment."""
 import ast
 import glob
+import json
 import os
 import os.path as osp
 import subprocess
 import sys
 
+import numpy
 import pytest
 import torch
 import torchvision
@@ -25,7 +28,8 @@ def check(pythonpath: str = '') -> subprocess.CompletedProcess:
 
 
 def fake_packages(tmp_path, torch_source: str):
-    for name, source in (('torch', torch_source), ('torchvision', "__version__ = '0.1.0'")):
+    for name, source in (('torch', torch_source), ('torchvision', "__version__ = '0.1.0'"),
+                         ('numpy', "__version__ = '1.26.4'")):
         (tmp_path / name).mkdir()
         (tmp_path / name / '__init__.py').write_text(source)
     return str(tmp_path)
@@ -35,20 +39,41 @@ def test_pins_the_installed_torch():
     proc = check()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [f'torch=={torch.__version__}',
-                                   f'torchvision=={torchvision.__version__}']
+                                   f'torchvision=={torchvision.__version__}',
+                                   f'numpy=={numpy.__version__}']
 
 
-@pytest.mark.parametrize('version', ['2.3.1', '2.14.0+cu130', '1.13.1'])
+@pytest.mark.parametrize('version', ['2.0.1', '2.15.0+cu130', '1.13.1'])
 def test_refuses_unsupported_versions(tmp_path, version):
     proc = check(fake_packages(tmp_path, f'__version__ = {version!r}'))
     assert proc.returncode != 0 and proc.stdout == ''
     assert f'torch {version} is not supported' in proc.stderr
-    assert '2.4 to 2.13' in proc.stderr
+    assert '2.1 to 2.14' in proc.stderr
 
 
-def test_accepts_the_oldest_supported(tmp_path):
-    proc = check(fake_packages(tmp_path, "__version__ = '2.4.0+cu121'"))
-    assert proc.returncode == 0 and 'torch==2.4.0+cu121' in proc.stdout
+@pytest.mark.parametrize('version', ['2.1.2+cu121', '2.14.1'])
+def test_accepts_the_oldest_and_newest_tested(tmp_path, version):
+    proc = check(fake_packages(tmp_path, f'__version__ = {version!r}'))
+    assert proc.returncode == 0 and f'torch=={version}' in proc.stdout
+
+
+@pytest.mark.parametrize('version,expected', [
+    ('2.1.2', ['torch==2.1.2', 'torchvision==0.16.*', 'numpy<2']),
+    ('2.13.0', ['torch==2.13.0', 'torchvision==0.28.*', 'numpy>=2,<3']),
+    ('2.14.1', ['torch==2.14.1', 'torchvision==0.29.*', 'numpy>=2,<3']),
+])
+def test_pins_of_a_matrix_combination(version, expected):
+    """`make test TORCH=...`: torch with the torchvision built for it (as
+    requirements/torch.txt pairs 2.13.0 with 0.28.0) and a numpy it runs with."""
+    proc = subprocess.run([sys.executable, 'requirements/check_torch.py', '--pins', version],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.split() == expected
+
+
+def test_pins_refuse_an_untested_torch():
+    proc = subprocess.run([sys.executable, 'requirements/check_torch.py', '--pins', '2.15.0'],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'TORCH=2.15.0: torch 2.15.0 is not supported' in proc.stderr
 
 
 def test_names_a_missing_torch(tmp_path):
@@ -99,3 +124,21 @@ def test_installing_mmspm_pulls_neither_stack():
                    for dist, _ in modules.values()}
     assert set(_requirements(install_requires)) == {'torch', 'numpy', 'safetensors'}
     assert not stack_dists & set(_requirements(install_requires))
+
+
+def test_installing_mmspm_changes_nothing_of_the_environment():
+    """pip's own resolution of `pip install -e .` here (and in each
+    environment of the matrix, `make test TORCH=...`, oldest and newest
+    torch): it installs mmspm, replacing no torch, torchvision, numpy or
+    package of either stack (mmcv's ops are built for the torch there).
+    With setup.py's former torch>=2.4, pip installed torch 2.8 over 2.1.2."""
+    from mmspm.stacks import STACKS
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'install', '--dry-run', '--quiet',
+                           '--no-build-isolation', '--report', '-', '-e', ROOT],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    installs = {canonicalize_name(item['metadata']['name'])
+                for item in json.loads(proc.stdout)['install']}
+    kept = {'torch', 'torchvision', 'numpy'} | {
+        canonicalize_name(dist) for modules in STACKS.values() for dist, _ in modules.values()}
+    assert 'mmspm' in installs and not installs & kept, installs

@@ -6,9 +6,10 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
+from mmengine.utils import digit_version
 
 import mmspm
-from mmspm import SPMPVT
+from mmspm import SPMPVT, safe_load
 from mmspm.safe_load import CheckpointError, force_weights_only
 from mmspm.safe_load import load_checkpoint as safe_load_checkpoint
 from mmspm.safe_load import load_file
@@ -24,16 +25,30 @@ def payload_checkpoint(tmp_path, model: torch.nn.Module):
     return path, target
 
 
-def test_pickle_payload_is_refused(tmp_path, monkeypatch):
+# The two ways mmspm reads pickles: torch's weights_only with mmengine's types
+# added (torch >= 2.4), and its own restricted unpickler (older torch).
+PATHS = [
+    pytest.param(True, id='allow-list', marks=pytest.mark.skipif(
+        not safe_load.HAS_SAFE_GLOBALS, reason='torch < 2.4 has no add_safe_globals')),
+    pytest.param(False, id='restricted-unpickler'),
+]
+
+
+@pytest.fixture(params=PATHS)
+def load_path(request, monkeypatch, loading_restored):
+    """Each loading path in turn."""
+    monkeypatch.setattr(safe_load, 'HAS_SAFE_GLOBALS', request.param)
+    return request.param
+
+
+def test_pickle_payload_is_refused(tmp_path, load_path):
     path, target = payload_checkpoint(tmp_path, reference_model('tiny'))
     model = SPMPVT('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(CheckpointError, match='refused'):
         model.init_weights()
     # mmengine's load_from / resume path, as tools/train.py and test.py run it.
-    # (set, so that monkeypatch restores it after force_weights_only's change)
-    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0')
     force_weights_only()
-    with pytest.raises(Exception, match='Weights only load failed'):
+    with pytest.raises(Exception, match='Weights only load failed|not allowed in a checkpoint'):
         load_checkpoint(SPMPVT('tiny'), str(path))
     assert not target.exists()
 
@@ -45,7 +60,8 @@ def test_mmengines_loader_is_as_safe_as_its_stack(tmp_path, monkeypatch):
     fork's retries a refused load with weights_only=False and runs it."""
     path, target = payload_checkpoint(tmp_path, SPMPVT('tiny'))
     monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
-    if mmspm.STACK == 'openmmlab':
+    # torch < 2.6 loads everything by default, whatever the stack.
+    if mmspm.STACK == 'openmmlab' and digit_version(torch.__version__) >= digit_version('2.6'):
         with pytest.raises(Exception, match='Weights only load failed'):
             load_checkpoint(SPMPVT('tiny'), str(path))
         assert not target.exists()
@@ -62,7 +78,7 @@ def test_forcing_weights_only_refuses_the_opposite_setting(monkeypatch):
     assert os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] == '0'
 
 
-def test_truncated_and_corrupt_files(ref_file, tmp_path):
+def test_truncated_and_corrupt_files(ref_file, tmp_path, load_path):
     data = ref_file.read_bytes()
     (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 3])
     (tmp_path / 'garbage.pth').write_bytes(b'not a checkpoint at all' * 10)
@@ -74,7 +90,7 @@ def test_truncated_and_corrupt_files(ref_file, tmp_path):
         load_file(str(tmp_path / 'nope.pth'))
 
 
-def test_other_schemes_go_through_mmengines_loader(ref_file, tmp_path, monkeypatch):
+def test_other_schemes_go_through_mmengines_loader(ref_file, tmp_path, monkeypatch, load_path):
     """A name with a scheme (here one registered for the test, standing in
     for https://) is read by the loader mmengine registered for it, still
     refusing pickled code; with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set it is
@@ -98,6 +114,8 @@ def test_other_schemes_go_through_mmengines_loader(ref_file, tmp_path, monkeypat
         safe_load_checkpoint('mmspm-test://ref.pth')
 
 
+@pytest.mark.skipif(not safe_load.HAS_SAFE_GLOBALS, reason='torch < 2.4 has no allow-list '
+                    '(mmspm reads through its restricted unpickler there)')
 def test_loading_keeps_the_allow_list_registered(ref_file, tmp_path):
     """mmengine's own loads (resume, load_from) rely on the global allow-list:
     mmspm's loader must not remove it after use."""
@@ -115,11 +133,12 @@ def test_loading_keeps_the_allow_list_registered(ref_file, tmp_path):
 
 
 @pytest.mark.parametrize('name', ['runner_numpy1.pth', 'runner_numpy2.pth'])
-def test_runner_checkpoints_of_numpy_1_and_2(name):
+def test_runner_checkpoints_of_numpy_1_and_2(name, load_path):
     """numpy pickles its arrays under numpy.core (1.x) or numpy._core (2.x):
     checkpoints of either load, through mmspm and through mmengine's resume /
     load_from (torch.load with its weights_only default)."""
     path = osp.join(ROOT, 'tests', 'data', 'checkpoints', name)
+    force_weights_only()
     for checkpoint in (safe_load_checkpoint(path), torch.load(path)):
         lr = checkpoint['message_hub']['log_scalars']['train/lr']
         assert lr.data[0].tolist() == [0.01, 0.01]  # 2 iterations at lr 0.01

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from mmengine.utils import digit_version
 
 from mmspm import SPMPVT
 from mmspm.models.spm_pvt_checkpoints import split_checkpoint
@@ -31,6 +33,14 @@ NO_INIT = 'model.backbone.init_cfg=None'
 # seen between two x86 CPUs on a small SPM-PVT. Bitwise equality (rtol=atol=0,
 # torch.equal) only where the same kernels run on both sides.
 FLOAT32 = dict(rtol=1e-5, atol=1e-5)
+
+
+def needs_torch(version: str, feature: str) -> pytest.MarkDecorator:
+    """Skips a test of ``feature`` where torch is older than ``version`` (the
+    oldest environment of the matrix, docs/install.md)."""
+    return pytest.mark.skipif(digit_version(torch.__version__) < digit_version(version),
+                              reason=f'{feature} needs torch >= {version}, this is torch '
+                              f'{torch.__version__}')
 
 
 def run(*args: str, cwd: str = ROOT) -> str:

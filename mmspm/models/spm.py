@@ -127,12 +127,15 @@ def check_variant(owner: str, gle: str, guide: str, guide_kernel_size: int) -> N
                          f"does not have (it needs gle='attention', guide='gtg').")
 
 
+# torch.compiler.is_compiling is new in torch 2.3; before, dynamo's own.
+_is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling
+
+
 def is_capturing() -> bool:
     """Whether the forward pass is being captured into a graph rather than
     run: ``torch.compile`` / ``torch.export`` (dynamo), ``torch.jit.trace``
     or ``torch.onnx.export``."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export())
+    return _is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def select_path(device: torch.device, requested: str = 'auto') -> str:

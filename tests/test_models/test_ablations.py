@@ -16,11 +16,12 @@ from mmengine.runner import load_checkpoint as runner_load_checkpoint
 
 from mmspm import SPMPVT
 from mmspm.analysis import build_model
+from mmspm.deployment import EXPORT_TORCH
 from mmspm.models.spm import StepwisePatchMerging, TokenStepwisePatchMerging, set_spm_path
 from mmspm.safe_load import CheckpointError, load_checkpoint
 from tests.test_models.test_spm_plugin import CLASSES, randomized
 from tests.test_models.test_spm_plugin import SMALL as PLUGIN_SMALL
-from tests.utils import FLOAT32, ROOT, reference_pvt_v1_state
+from tests.utils import FLOAT32, ROOT, needs_torch, reference_pvt_v1_state
 
 SMALL = dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), mlp_ratios=(2, 2, 2, 2),
              depths=(1, 1, 1, 1), sr_ratios=(4, 2, 2, 1))
@@ -243,6 +244,7 @@ def test_variant_changes_the_outputs_from_its_first_changed_merge_on(variant):
             assert (a - b).abs().max() > 1e-3, i
 
 
+@needs_torch(EXPORT_TORCH, 'torch.export with automatic dynamic sizes')
 @pytest.mark.parametrize('variant', ['gle-conv', 'gle-avgpool', 'guide-cls', 'guide-gap',
                                      'gtg3'])
 def test_variant_exports_for_every_size(variant):

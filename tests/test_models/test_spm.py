@@ -5,11 +5,12 @@ import itertools
 import pytest
 import torch
 
+from mmspm.deployment import EXPORT_TORCH
 from mmspm.models import StepwisePatchMerging
 from mmspm.models.spm import select_path, set_spm_path
 from mmspm.models.spm_pvt_checkpoints import rename_reference_key
 from mmspm.testing import RefSPM
-from tests.utils import FLOAT32, randomize_norm_stats
+from tests.utils import FLOAT32, needs_torch, randomize_norm_stats
 
 DIMS = [(64, 128), (128, 320), (320, 512)]
 
@@ -194,6 +195,7 @@ def test_paths_run_as_selected():
     assert bmm_calls(fast, x) == 4 * 2 * 4
 
 
+@needs_torch(EXPORT_TORCH, 'torch.export with automatic dynamic sizes')
 def test_exported_graph_holds_for_every_size():
     """torch.export with a symbolic height and width: the graph, captured at an
     even size, computes the layer at odd sizes too (the padding and border mask
