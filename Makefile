@@ -51,8 +51,12 @@ endif
 # ninja (from requirements/build.txt, on PATH) compiles MAX_JOBS files at a
 # time; -g0 drops the debug information Python's own CFLAGS ask for (same code,
 # a quicker build and a smaller library).
+# torch >= 2.14's headers need C++20, which mmcv 2.1.0's setup.py does not ask
+# for: its C++ compiler is then requirements/cxx20.
 MMCV_BUILD := if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "mmcv: GPU and nvcc found, building CPU and CUDA ops"; export FORCE_CUDA=1; fi; \
+	if $(PY) -c 'import sys, torch; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 14))'; then \
+	  export CXX="$(CURDIR)/requirements/cxx20"; fi; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MAX_JOBS=$(MAX_JOBS) CFLAGS=-g0 MMCV_WITH_OPS=1
 
 MMCV_WHEELS := .wheels/py$(PYVER)-torch$(TORCH)
