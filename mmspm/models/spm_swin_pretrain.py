@@ -4,6 +4,7 @@ Merging in place of its patch merging between stages. Needs mmpretrain
 ``SPMSwinTransformer``, as mmpretrain's Swin is ``SwinTransformer`` there and
 mmdet's (:class:`mmspm.models.spm_swin.SPMSwinTransformer`'s base) in
 mmdet."""
+import copy
 from typing import Optional, Sequence, Union
 
 from mmpretrain.models.backbones import SwinTransformer
@@ -44,3 +45,18 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
                  spm_stages: Optional[Sequence[int]] = None, **kwargs) -> None:
         super().__init__(arch=arch, with_cp=with_cp, **kwargs)
         self._use_spm(with_cp, spm_stages)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # mmpretrain upgrades the state of its older Swin versions (< 2: the
+        # last norm was `norm.`; < 3: `attn_mask` was saved) only when
+        # `self.__class__ is SwinTransformer`: the same here, through its code.
+        version = local_metadata.get('version', None)
+        if version is None or version < 3:
+            upgraded = copy.copy(self)
+            upgraded.__class__ = SwinTransformer
+            # Its own method, not the subclass's: it renames in place, then
+            # loads this module's own tensors (children load themselves).
+            return SwinTransformer._load_from_state_dict(upgraded, state_dict, prefix,
+                                                         local_metadata, *args, **kwargs)
+        return super()._load_from_state_dict(state_dict, prefix, local_metadata, *args,
+                                             **kwargs)

@@ -492,3 +492,26 @@ def test_mmpretrain_spm_swin_classifier_initialises_the_dense_spm_swin(tmp_path)
         assert torch.equal(mine[k], v), k
     assert 'SPM layers left at init: 0 tensors' in log
     assert set(mine) - set(theirs) == {f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')}
+
+
+@pytest.mark.parametrize('version', [1, 2])
+def test_pretrain_swin_upgrades_old_versions_as_mmpretrain(version):
+    """mmpretrain's Swin state of version 1 (the last norm saved as `norm.`)
+    and 2 (`attn_mask` saved) loads, strictly, into mmpretrain's SPM-Swin as
+    into mmpretrain's Swin, giving the same tensors."""
+    _, upstream_cls = CLASSES['pswin']
+    source = randomized(upstream_cls(**SMALL['pswin']))
+    state = source.state_dict()
+    old = type(state)()
+    for k, v in state.items():
+        old['norm.' + k[len('norm3.'):] if version == 1 and k.startswith('norm3.') else k] = v
+    old['stages.0.blocks.1.attn.attn_mask'] = torch.zeros(4, 49, 49)
+    old._metadata = copy.deepcopy(state._metadata)
+    old._metadata['']['version'] = version
+    theirs, ours = upstream_cls(**SMALL['pswin']), CLASSES['pswin'][0](**SMALL['pswin'],
+                                                                        spm_stages=())
+    for model in (theirs, ours):
+        model.load_state_dict(copy.copy(old), strict=True)
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), k
+    assert torch.equal(ours.norm3.weight, source.norm3.weight)
