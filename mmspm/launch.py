@@ -108,7 +108,7 @@ def check_data(cfg: Config, mode: str) -> None:
                f'or `python tools/make_demo_data.py --out {DEMO_DATA}`.')
     else:
         fix = (f'{cfg.default_scope} configs expect '
-               f'{DATA_LAYOUTS[cfg.default_scope]} (README, section "Data"); '
+               f'{DATA_LAYOUTS[cfg.default_scope]} (docs/reproduce.md, section "1. Data"); '
                f'link or copy the data set there, or point the config at it with '
                f"--cfg-options {parts[0]}_dataloader.dataset.data_root=PATH.")
     raise SystemExit(f'Data set not found: {missing!r} does not exist '

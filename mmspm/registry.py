@@ -3,14 +3,15 @@
 After ``import mmspm`` (or ``custom_imports=dict(imports=['mmspm'])``) a config
 of mmdet, mmsegmentation or mmpretrain can say ``type='SPMPVT'``,
 ``type='SPMSwinTransformer'``, ``type='SPMPVTv2'`` (the families of
-:mod:`mmspm.models.families`) or ``type='StepwisePatchMerging'``, and any of
+:mod:`mmspm.models.families`), ``type='StepwisePatchMerging'`` or
+``type='TokenStepwisePatchMerging'``, and any of
 them ``type='mmdet.SPMPVT'`` and the like. ``SPMSwinTransformer`` is built on
 the codebase's own Swin: mmdet's in mmdet and mmseg, mmpretrain's in
 mmpretrain (:func:`models_for`).
 """
 import importlib
 
-from .models import StepwisePatchMerging
+from .models import StepwisePatchMerging, TokenStepwisePatchMerging
 from .models.families import FAMILIES
 
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -19,8 +20,9 @@ CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
 def models_for(scope: str) -> dict[str, type]:
     """The models registered in ``scope``'s registry, by name: each family's
     SPM backbone (the one its ``per_scope`` names for ``scope``, if any, e.g.
-    in mmpretrain the SPM-Swin built on mmpretrain's Swin) and the SPM layer."""
-    models = {StepwisePatchMerging.__name__: StepwisePatchMerging}
+    in mmpretrain the SPM-Swin built on mmpretrain's Swin) and the SPM layers
+    (NCHW and token interfaces)."""
+    models = {cls.__name__: cls for cls in (StepwisePatchMerging, TokenStepwisePatchMerging)}
     for family in FAMILIES:
         cls = family.spm
         if scope in family.per_scope:

@@ -176,7 +176,11 @@ def _refusal(name: str, error: Exception) -> CheckpointError:
 def load_file(path: str) -> dict:
     """Read a local checkpoint file without running pickled code."""
     if not osp.isfile(path):
-        raise CheckpointError(f'Checkpoint {path!r} does not exist.')
+        raise CheckpointError(
+            f'Checkpoint {path!r} does not exist. No SPM weights are published: '
+            f'pretrain with configs/imagenet, start from PVT v1 weights '
+            f'(from_pvt_v1=True) or from the Swin/PVTv2 releases (README.md, '
+            f'section "Weights").')
     if path.endswith('.safetensors'):
         from safetensors import SafetensorError
         from safetensors.torch import load_file as load_safetensors

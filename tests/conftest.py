@@ -1,3 +1,4 @@
+import random
 import subprocess
 import sys
 
@@ -14,10 +15,19 @@ from tests.utils import (CLS_CONFIG, DET_CONFIG, ROOT, cls_options, det_options,
 SLOW_FIXTURES = {'demo_data', 'classifier', 'detector_run'}
 
 
-def pytest_collection_modifyitems(items):
+def pytest_addoption(parser):
+    parser.addoption('--shuffle', type=int, metavar='SEED', default=None,
+                     help='run the tests in an order shuffled with SEED (every test must '
+                     'pass in any order)')
+
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())):
             item.add_marker(pytest.mark.slow)
+    seed = config.getoption('--shuffle')
+    if seed is not None:
+        random.Random(seed).shuffle(items)
 
 
 @pytest.fixture

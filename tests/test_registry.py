@@ -1,5 +1,5 @@
-"""`import mmspm` registers the SPM backbones and StepwisePatchMerging in the three
-codebases' MODELS registries."""
+"""`import mmspm` registers the SPM backbones, StepwisePatchMerging and
+TokenStepwisePatchMerging in the three codebases' MODELS registries."""
 import pytest
 import torch
 
@@ -26,6 +26,12 @@ def test_build_from_each_registry(scope, registry_module):
     assert isinstance(spm, mmspm.StepwisePatchMerging)
     with torch.no_grad():
         assert tuple(spm.eval()(torch.randn(1, 64, 15, 20)).shape) == (1, 128, 8, 10)
+    # and with the token interface of mmcv's PatchMerging
+    spm = registry.build(dict(type='TokenStepwisePatchMerging', in_channels=64,
+                              out_channels=128))
+    with torch.no_grad():
+        tokens, hw = spm.eval()(torch.randn(1, 15 * 20, 64), (15, 20))
+    assert tuple(tokens.shape) == (1, 8 * 10, 128) and hw == (8, 10)
     assert scope in mmspm.REGISTERED_IN
 
 
