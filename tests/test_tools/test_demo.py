@@ -102,11 +102,12 @@ def test_pictures_of_both_dense_models(detector_run, demo_data, tmp_path):
     (SEG_CONFIG, ['make demo', 'tools/make_demo_data.py']),
     (CLS_CONFIG, ['make demo', 'tools/make_demo_data.py']),
     ('configs/mask_rcnn/mask-rcnn_spm-pvt-t_fpn_1x_coco.py',
-     ['data/coco/annotations/instances_{train,val}2017.json', 'README', '"Data"']),
+     ['data/coco/annotations/instances_{train,val}2017.json', 'docs/reproduce.md',
+      '"1. Data"']),
     ('configs/semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py',
-     ['data/ade/ADEChallengeData2016/images/{training,validation}', 'README']),
+     ['data/ade/ADEChallengeData2016/images/{training,validation}', 'docs/reproduce.md']),
     ('configs/imagenet/spm-pvt-t_8xb128_in1k.py',
-     ['data/imagenet/meta/{train,val}.txt', 'README']),
+     ['data/imagenet/meta/{train,val}.txt', 'docs/reproduce.md']),
 ])
 def test_missing_data_names_the_path_and_the_fix(config, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where no data/ exists
