@@ -1,6 +1,7 @@
 from .spm import (GuidedLocalEnhancement, MultiScaleAggregation, StepwisePatchMerging,
                   TokenStepwisePatchMerging)
-from .spm_pvt import ARCH_SETTINGS, SPMPVT
+from .spm_pvt import SPMPVT
+from .spm_pvt_args import ARCH_SETTINGS
 from .spm_pvtv2 import SPMPVTv2
 from .spm_swin import SPMSwinTransformer
 

@@ -5,13 +5,9 @@ Its checkpoint layouts and their conversions are in :mod:`.spm_pvt_checkpoints`;
 the backbone adapts and checks every state dict loaded into it
 (:meth:`SPMPVT._prepare_state`).
 """
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
-from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
@@ -20,184 +16,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
 from .checkpointing import checkpointed
+from .pvt_v1_layers import PatchEmbed, PVTBlock, layer_norm, resize_pos_embed
 from .spm import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, StepwisePatchMerging,
-                  check_spm_stages, check_variant, pad_to_multiple, reference_init)
+                  check_spm_stages, check_variant, reference_init)
 from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
-from .spm_pvt_checkpoints import (ARCH_DEPTHS, check_coverage, check_depths, check_pvt_v1_fit,
+from .spm_pvt_args import arch_settings, check_fixed_args, init_cfg_of
+from .spm_pvt_checkpoints import (check_coverage, check_depths, check_pvt_v1_fit,
                                   check_variant_fits, pretrained_backbone)
-
-# Fields shared by all archs; depths differ (docs/reference_model.md).
-_PVT_V1 = dict(
-    embed_dims=(64, 128, 320, 512),
-    num_heads=(1, 2, 5, 8),
-    mlp_ratios=(8, 8, 4, 4),
-    sr_ratios=(8, 4, 2, 1))
-ARCH_SETTINGS = {name: dict(_PVT_V1, depths=depths) for name, depths in ARCH_DEPTHS.items()}
-
-
-def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
-    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``
-    (``align_corners=False``, in float32 for half-precision embeddings).
-
-    Always resized: at ``H == W == grid`` the interpolation is the identity
-    (every weight 1 or 0), and with no branch on the size a captured graph
-    holds for every size. (The reference skips it whenever ``H * W`` equals
-    ``grid * grid``, also for a ``grid/2 x 2*grid`` map, whose embedding it
-    then reads as the wrong grid; this follows the spec: interpolated
-    whenever the grid differs.)
-    """
-    pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-    pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
-    return pos.flatten(2).transpose(1, 2).to(pos_embed.dtype)
-
-
-def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
-    """A LayerNorm over ``dim`` channels: the reference's (with ``eps``) when
-    ``norm_cfg`` is None, otherwise built from ``norm_cfg`` (mmcv's
-    ``build_norm_layer``), which must give a LayerNorm: the norms of SPM-PVT
-    normalise tokens."""
-    if norm_cfg is None:
-        return nn.LayerNorm(dim, eps=eps)
-    norm = build_norm_layer(norm_cfg, dim)[1]
-    if not isinstance(norm, nn.LayerNorm):
-        raise ValueError(f'SPMPVT: norm_cfg={norm_cfg!r} builds a {type(norm).__name__}; '
-                         f"PVT's norms normalise tokens, so it must be a LayerNorm "
-                         f"(type='LN').")
-    return norm
-
-
-class PatchEmbed(nn.Module):
-    """PVT v1's patch embedding: ``patch_size`` (4 in stage 1, 2 in the
-    merges that are not SPM) square conv with that stride + LayerNorm, NCHW
-    in and out.
-
-    Inputs whose sides are not multiples of ``patch_size`` are zero-padded at
-    the bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
-    ``norm_cfg``: see :func:`layer_norm` (default None: eps 1e-5).
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4,
-                 norm_cfg: Optional[dict] = None) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
-        self.norm = layer_norm(embed_dims, norm_cfg, eps=1e-5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'SPMPVT expects an NCHW image batch with '
-                             f'{self.in_channels} channels, got shape '
-                             f'{tuple(x.shape)}; convert grayscale/RGBA images '
-                             f'to {self.in_channels} channels in the pipeline '
-                             f"(e.g. LoadImageFromFile(color_type='color')).")
-        x = self.proj(pad_to_multiple(x, self.patch_size))
-        # LayerNorm over channels-last memory, returned as an NCHW view.
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class SpatialReductionAttention(nn.Module):
-    """PVT v1 attention: keys/values from a ``sr_ratio``-strided conv of the map.
-
-    Maps smaller than ``sr_ratio`` (tiny inputs) or not divisible by it are
-    zero-padded at the bottom/right, so every size has keys.
-
-    Args (defaults: the reference's): ``qkv_bias`` (True): biases of ``q``
-    and ``kv``; ``attn_drop`` (0): dropout on the attention weights while
-    training; ``norm_cfg`` (None: eps 1e-5): the norm after ``sr``, see
-    :func:`layer_norm`.
-    """
-
-    def __init__(self, dim: int, num_heads: int, sr_ratio: int, qkv_bias: bool = True,
-                 attn_drop: float = 0., norm_cfg: Optional[dict] = None) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.sr_ratio = sr_ratio
-        if sr_ratio > 1:
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
-            self.norm = layer_norm(dim, norm_cfg, eps=1e-5)
-
-    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        q = self.q(x).view(B, N, h, -1).transpose(1, 2)
-        if self.sr_ratio > 1:
-            H, W = hw_shape
-            # Tokens may carry a cls token first only when sr_ratio == 1.
-            kv = x.transpose(1, 2).reshape(B, C, H, W)
-            kv = self.sr(pad_to_multiple(kv, self.sr_ratio))
-            kv = self.norm(kv.flatten(2).transpose(1, 2))
-        else:
-            kv = x
-        k, v = self.kv(kv).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
-
-
-class Mlp(nn.Module):
-    """fc1, activation (``act_cfg``, default GELU), fc2, with dropout ``drop``."""
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.,
-                 act_cfg: Optional[dict] = None) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = build_activation_layer(act_cfg or dict(type='GELU'))
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class PVTBlock(nn.Module):
-    """PVT v1 encoder block: pre-norm SRA and MLP, each with stochastic depth.
-
-    ``qkv_bias``, ``attn_drop``: see :class:`SpatialReductionAttention`;
-    ``act_cfg``: see :class:`Mlp`; ``norm_cfg`` (None: the reference's, eps
-    1e-6 here): every norm of the block, see :func:`layer_norm`.
-    """
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int,
-                 drop: float = 0., drop_path: float = 0., qkv_bias: bool = True,
-                 attn_drop: float = 0., act_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None) -> None:
-        super().__init__()
-        self.norm1 = layer_norm(dim, norm_cfg, eps=1e-6)
-        self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attn_drop,
-                                              norm_cfg)
-        self.norm2 = layer_norm(dim, norm_cfg, eps=1e-6)
-        self.mlp = Mlp(dim, dim * mlp_ratio, drop, act_cfg)
-        self.drop = nn.Dropout(drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        x = x + self.drop_path(self.drop(self.attn(self.norm1(x), hw_shape)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-# Arguments of mmdet's PyramidVisionTransformer (PVT v1) that SPMPVT can only
-# take at these values, and why.
-_FIXED_PVT_V1_ARGS = dict(
-    num_stages=(4, 'SPM-PVT has four stages'),
-    patch_sizes=((4, 2, 2, 2), 'stage 1 embeds 4x4 patches and stages 2-4 start with '
-                 'Stepwise Patch Merging, which merges 2x2 windows'),
-    strides=((4, 2, 2, 2), 'stage 1 embeds with stride 4 and Stepwise Patch Merging '
-             'halves the map (stride 2)'),
-    paddings=((0, 0, 0, 0), 'the stage-1 embedding and SPM pad odd sizes by themselves '
-              '(bottom/right), so there is no padding to choose'),
-    use_abs_pos_embed=(True, 'SPM-PVT adds a position embedding in every stage, as the '
-                       'SPM reference does'),
-    norm_after_stage=(False, 'SPM-PVT has no per-stage output norm (neither has PVT v1)'),
-    use_conv_ffn=(False, "SPM-PVT's blocks have PVT v1's Linear MLP; a convolutional FFN "
-                  'is PVTv2 (use SPMPVTv2)'),
-)
-# Short arch names, as in the config names (spm-pvt-t, ...).
-ARCH_ALIASES = dict(t='tiny', s='small', m='medium', l='large')
 
 
 class SPMPVT(BaseModule):
@@ -336,7 +161,7 @@ class SPMPVT(BaseModule):
                  gle: str = 'attention',
                  guide: str = 'gtg',
                  guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE) -> None:
-        super().__init__(init_cfg=self._init_cfg(init_cfg, pretrained))
+        super().__init__(init_cfg=init_cfg_of(init_cfg, pretrained))
         self.spm_stages = check_spm_stages('SPMPVT', spm_stages)
         check_variant('SPMPVT', gle, guide, guide_kernel_size)
         if not self.spm_stages and (gle, guide, guide_kernel_size) != (
@@ -344,16 +169,11 @@ class SPMPVT(BaseModule):
             raise ValueError(f'SPMPVT: gle={gle!r}, guide={guide!r}, guide_kernel_size='
                              f'{guide_kernel_size} configure SPM, but spm_stages=() has no '
                              f'SPM merge; name the merges that are SPM in spm_stages.')
-        fixed = dict(num_stages=num_stages, patch_sizes=patch_sizes, strides=strides,
-                     paddings=paddings, use_abs_pos_embed=use_abs_pos_embed,
-                     norm_after_stage=norm_after_stage, use_conv_ffn=use_conv_ffn)
-        for name, value in fixed.items():
-            possible, why = _FIXED_PVT_V1_ARGS[name]
-            if (tuple(value) if isinstance(value, (list, tuple)) else value) != possible:
-                raise ValueError(f'SPMPVT: {name}={value!r} cannot be honoured: {why}; '
-                                 f'only {name}={possible!r} is possible.')
-        self.arch_settings = self._settings(arch, embed_dims, num_layers, num_heads,
-                                            mlp_ratios, sr_ratios)
+        check_fixed_args(num_stages=num_stages, patch_sizes=patch_sizes, strides=strides,
+                         paddings=paddings, use_abs_pos_embed=use_abs_pos_embed,
+                         norm_after_stage=norm_after_stage, use_conv_ffn=use_conv_ffn)
+        self.arch_settings = arch_settings(arch, embed_dims, num_layers, num_heads,
+                                           mlp_ratios, sr_ratios)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         out_indices = tuple(out_indices)
@@ -412,69 +232,6 @@ class SPMPVT(BaseModule):
         # load_state_dict) fits dense/cls and position-embedding differences
         # and checks that the state dict is of this model.
         self._register_load_state_dict_pre_hook(self._prepare_state)
-
-    @staticmethod
-    def _init_cfg(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
-        """``init_cfg`` with mmdet's PVT spellings of a checkpoint (a dict with
-        ``checkpoint`` and no ``type``; ``pretrained=PATH``) as ``Pretrained``."""
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('SPMPVT: give the checkpoint either as init_cfg or as '
-                                 'pretrained (deprecated), not both.')
-            if not isinstance(pretrained, str):
-                raise TypeError(f'SPMPVT: pretrained must be a path or URL, got '
-                                f'{pretrained!r}.')
-            warnings.warn('SPMPVT: pretrained is deprecated (as in mmdet); use '
-                          "init_cfg=dict(type='Pretrained', checkpoint=...).")
-            return dict(type='Pretrained', checkpoint=pretrained)
-
-        def typed(cfg):
-            if isinstance(cfg, dict) and 'type' not in cfg and 'checkpoint' in cfg:
-                return dict(cfg, type='Pretrained')
-            return cfg
-
-        if isinstance(init_cfg, (list, tuple)):
-            return [typed(c) for c in init_cfg]
-        return typed(init_cfg)
-
-    @staticmethod
-    def _settings(arch: Union[str, dict], embed_dims: Optional[int], num_layers, num_heads,
-                  mlp_ratios, sr_ratios) -> dict:
-        """The arch's fields, those that the PVT v1 arguments give replaced."""
-        settings = dict(SPMPVT._parse_arch(arch))
-        given = dict(depths=num_layers, num_heads=num_heads, mlp_ratios=mlp_ratios,
-                     sr_ratios=sr_ratios)
-        for (field, value), name in zip(given.items(), ('num_layers', 'num_heads',
-                                                        'mlp_ratios', 'sr_ratios')):
-            if value is None:
-                continue
-            if len(value) != 4:
-                raise ValueError(f'SPMPVT: {name} needs four entries (one per stage), '
-                                 f'got {value!r}.')
-            settings[field] = tuple(value)
-        if embed_dims is not None or num_heads is not None:
-            base = 64 if embed_dims is None else embed_dims
-            settings['embed_dims'] = tuple(base * h for h in settings['num_heads'])
-        return settings
-
-    @staticmethod
-    def _parse_arch(arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            name = ARCH_ALIASES.get(arch.lower(), arch.lower())
-            if name not in ARCH_SETTINGS:
-                raise ValueError(f'SPMPVT: unknown arch {arch!r}; choose one of '
-                                 f'{sorted(ARCH_SETTINGS)} (or {sorted(ARCH_ALIASES)}) '
-                                 f'or pass a dict with the keys '
-                                 f'{sorted(_PVT_V1) + ["depths"]}.')
-            return ARCH_SETTINGS[name]
-        keys = set(_PVT_V1) | {'depths'}
-        if not isinstance(arch, dict) or set(arch) != keys:
-            raise ValueError(f'SPMPVT: a custom arch must be a dict with exactly '
-                             f'the keys {sorted(keys)}, got {arch!r}.')
-        if any(len(v) != 4 for v in arch.values()):
-            raise ValueError(f'SPMPVT: every arch field needs four entries '
-                             f'(one per stage), got {arch!r}.')
-        return {k: tuple(v) for k, v in arch.items()}
 
     def _prepare_state(self, state: dict, prefix: str, *args) -> None:
         """Load pre-hook: fit ``state``'s entries under ``prefix`` to this model

@@ -9,7 +9,7 @@ from torch._dynamo.utils import counters
 
 from mmspm import SPMPVT
 from mmspm.builder import build_model
-from mmspm.models.spm_pvt import resize_pos_embed
+from mmspm.models.pvt_v1_layers import resize_pos_embed
 from tests.test_models.test_spm_plugin import CLASSES
 from tests.test_models.test_spm_plugin import SMALL as PLUGIN_SMALL
 from tests.utils import FLOAT32, ROOT, seg_sample

@@ -364,7 +364,7 @@ def test_with_cp_covers_blocks_and_spm_layers():
     backward pass; gradients and the BatchNorm statistics of SPM are those
     without it (stochastic depth on: its masks are redrawn alike)."""
     from mmspm.models.spm import StepwisePatchMerging
-    from mmspm.models.spm_pvt import PVTBlock
+    from mmspm.models.pvt_v1_layers import PVTBlock
     results = []
     for with_cp in (False, True):
         torch.manual_seed(3)

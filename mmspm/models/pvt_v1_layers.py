@@ -1,0 +1,158 @@
+"""PVT v1's layers as SPM-PVT uses them (the SPM reference's PVT v1): patch
+embedding, spatial-reduction attention, MLP and block, with the position
+embeddings' resize; NCHW maps in the embeddings, tokens in the blocks.
+Sizes that are not multiples of a stride are zero-padded at the
+bottom/right (:func:`~.spm.pad_to_multiple`)."""
+from typing import Optional
+
+import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from torch import Tensor, nn
+
+from .spm import pad_to_multiple
+
+
+def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
+    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``
+    (``align_corners=False``, in float32 for half-precision embeddings).
+
+    Always resized: at ``H == W == grid`` the interpolation is the identity
+    (every weight 1 or 0), and with no branch on the size a captured graph
+    holds for every size. (The reference skips it whenever ``H * W`` equals
+    ``grid * grid``, also for a ``grid/2 x 2*grid`` map, whose embedding it
+    then reads as the wrong grid; this follows the spec: interpolated
+    whenever the grid differs.)
+    """
+    pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+    pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
+    return pos.flatten(2).transpose(1, 2).to(pos_embed.dtype)
+
+
+def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
+    """A LayerNorm over ``dim`` channels: the reference's (with ``eps``) when
+    ``norm_cfg`` is None, otherwise built from ``norm_cfg`` (mmcv's
+    ``build_norm_layer``), which must give a LayerNorm: the norms of SPM-PVT
+    normalise tokens."""
+    if norm_cfg is None:
+        return nn.LayerNorm(dim, eps=eps)
+    norm = build_norm_layer(norm_cfg, dim)[1]
+    if not isinstance(norm, nn.LayerNorm):
+        raise ValueError(f'SPMPVT: norm_cfg={norm_cfg!r} builds a {type(norm).__name__}; '
+                         f"PVT's norms normalise tokens, so it must be a LayerNorm "
+                         f"(type='LN').")
+    return norm
+
+
+class PatchEmbed(nn.Module):
+    """PVT v1's patch embedding: ``patch_size`` (4 in stage 1, 2 in the
+    merges that are not SPM) square conv with that stride + LayerNorm, NCHW
+    in and out.
+
+    Inputs whose sides are not multiples of ``patch_size`` are zero-padded at
+    the bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
+    ``norm_cfg``: see :func:`layer_norm` (default None: eps 1e-5).
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
+        self.norm = layer_norm(embed_dims, norm_cfg, eps=1e-5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'SPMPVT expects an NCHW image batch with '
+                             f'{self.in_channels} channels, got shape '
+                             f'{tuple(x.shape)}; convert grayscale/RGBA images '
+                             f'to {self.in_channels} channels in the pipeline '
+                             f"(e.g. LoadImageFromFile(color_type='color')).")
+        x = self.proj(pad_to_multiple(x, self.patch_size))
+        # LayerNorm over channels-last memory, returned as an NCHW view.
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class SpatialReductionAttention(nn.Module):
+    """PVT v1 attention: keys/values from a ``sr_ratio``-strided conv of the map.
+
+    Maps smaller than ``sr_ratio`` (tiny inputs) or not divisible by it are
+    zero-padded at the bottom/right, so every size has keys.
+
+    Args (defaults: the reference's): ``qkv_bias`` (True): biases of ``q``
+    and ``kv``; ``attn_drop`` (0): dropout on the attention weights while
+    training; ``norm_cfg`` (None: eps 1e-5): the norm after ``sr``, see
+    :func:`layer_norm`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int, qkv_bias: bool = True,
+                 attn_drop: float = 0., norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+            self.norm = layer_norm(dim, norm_cfg, eps=1e-5)
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        B, N, C = x.shape
+        h = self.num_heads
+        q = self.q(x).view(B, N, h, -1).transpose(1, 2)
+        if self.sr_ratio > 1:
+            H, W = hw_shape
+            # Tokens may carry a cls token first only when sr_ratio == 1.
+            kv = x.transpose(1, 2).reshape(B, C, H, W)
+            kv = self.sr(pad_to_multiple(kv, self.sr_ratio))
+            kv = self.norm(kv.flatten(2).transpose(1, 2))
+        else:
+            kv = x
+        k, v = self.kv(kv).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    """fc1, activation (``act_cfg``, default GELU), fc2, with dropout ``drop``."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.,
+                 act_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = build_activation_layer(act_cfg or dict(type='GELU'))
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class PVTBlock(nn.Module):
+    """PVT v1 encoder block: pre-norm SRA and MLP, each with stochastic depth.
+
+    ``qkv_bias``, ``attn_drop``: see :class:`SpatialReductionAttention`;
+    ``act_cfg``: see :class:`Mlp`; ``norm_cfg`` (None: the reference's, eps
+    1e-6 here): every norm of the block, see :func:`layer_norm`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int,
+                 drop: float = 0., drop_path: float = 0., qkv_bias: bool = True,
+                 attn_drop: float = 0., act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.norm1 = layer_norm(dim, norm_cfg, eps=1e-6)
+        self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attn_drop,
+                                              norm_cfg)
+        self.norm2 = layer_norm(dim, norm_cfg, eps=1e-6)
+        self.mlp = Mlp(dim, dim * mlp_ratio, drop, act_cfg)
+        self.drop = nn.Dropout(drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        x = x + self.drop_path(self.drop(self.attn(self.norm1(x), hw_shape)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
