@@ -44,9 +44,16 @@ def _arguments(cfg: dict) -> dict:
 
 
 def backbone_token(cfg: dict) -> str:
-    """The OpenMMLab config-name token of a backbone config, e.g. ``spm-pvt-t``,
-    ``pvtv2-b1``, ``swin-t`` (for the backbones of :data:`FAMILIES`); the type
-    name (lower case) for any other backbone."""
+    """The OpenMMLab config-name token of a backbone config.
+
+    Args:
+        cfg (dict): The backbone config.
+
+    Returns:
+        str: E.g. ``spm-pvt-t``, ``pvtv2-b1``, ``swin-t`` (for the backbones
+        of :data:`FAMILIES`); the type name (lower case) for any other
+        backbone.
+    """
     try:
         family, kind = family_of(cfg['type'])
     except KeyError:
@@ -60,25 +67,51 @@ def backbone_token(cfg: dict) -> str:
 
 
 def name_token(config_name: str) -> str:
-    """The backbone token of a config named in OpenMMLab's convention:
-    ``mask-rcnn_<backbone>_fpn_...``, ``fpn_<backbone>_...``, ``<backbone>_...``."""
+    """The backbone token of a config named in OpenMMLab's convention.
+
+    Args:
+        config_name (str): ``mask-rcnn_<backbone>_fpn_...``,
+            ``fpn_<backbone>_...`` or ``<backbone>_...``.
+
+    Returns:
+        str: The ``<backbone>`` part.
+    """
     parts = config_name.split('_')
     return parts[1] if parts[0] in ('mask-rcnn', 'fpn') else parts[0]
 
 
 def display_name(token: str) -> str:
-    """``spm-pvt-t`` -> ``SPM-PVT-T``, ``pvtv2-b1`` -> ``PVTv2-B1``."""
+    """A backbone token as the paper names it.
+
+    ``spm-pvt-t`` -> ``SPM-PVT-T``, ``pvtv2-b1`` -> ``PVTv2-B1``.
+
+    Args:
+        token (str): The backbone token.
+
+    Returns:
+        str: The display name.
+    """
     return '-'.join(_WORDS.get(w, w.upper()) for w in token.split('-'))
 
 
 def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
-    """The config's backbone in eval mode, every stage returned as an NCHW map
-    (SPM-PVT classifiers are built dense; their cls token is not used).
+    """The config's backbone in eval mode, every stage returned as an NCHW map.
 
-    Weights: the backbone's own initialisation when ``checkpoint`` is None,
-    otherwise the checkpoint's backbone tensors (a classifier, detector or
-    segmentor checkpoint, a bare backbone state dict, or any layout the
-    backbone's ``load_pretrained`` reads), read without unpickling code.
+    SPM-PVT classifiers are built dense; their cls token is not used.
+
+    Args:
+        cfg (Config): The config.
+        checkpoint (str | None): The weights: the checkpoint's backbone
+            tensors (a classifier, detector or segmentor checkpoint, a bare
+            backbone state dict, or any layout the backbone's
+            ``load_pretrained`` reads), read without unpickling code. None:
+            the backbone's own initialisation. Default: None.
+
+    Returns:
+        nn.Module: The backbone.
+
+    Raises:
+        CheckpointError: If the checkpoint does not fit the backbone.
     """
     backbone_cfg = dict(cfg.model.backbone, init_cfg=None, out_indices=(0, 1, 2, 3))
     if backbone_cfg['type'].split('.')[-1] == 'SPMPVT':
@@ -99,8 +132,16 @@ def build_backbone(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
 
 
 def normalisation(cfg: Config) -> tuple[list[float], list[float], bool]:
-    """(mean, std, rgb) of the config's data preprocessor; rgb says whether the
-    model sees RGB (``bgr_to_rgb``/``to_rgb``) rather than BGR."""
+    """The normalisation of the config's data preprocessor.
+
+    Args:
+        cfg (Config): The config.
+
+    Returns:
+        tuple[list[float], list[float], bool]: (mean, std, rgb); rgb says
+        whether the model sees RGB (``bgr_to_rgb``/``to_rgb``) rather than
+        BGR.
+    """
     pre = model_config(cfg).get('data_preprocessor') or {}
     mean = list(pre.get('mean', (123.675, 116.28, 103.53)))
     std = list(pre.get('std', (58.395, 57.12, 57.375)))
@@ -108,8 +149,17 @@ def normalisation(cfg: Config) -> tuple[list[float], list[float], bool]:
 
 
 def load_image(path: str, size: tuple[int, int], cfg: Config) -> tuple[np.ndarray, Tensor]:
-    """The image at ``path`` resized to ``size`` (h, w): as RGB uint8 for
-    drawing, and as the model's normalised ``(1, 3, h, w)`` input."""
+    """The image at ``path`` resized to ``size``.
+
+    Args:
+        path (str): The image file.
+        size (tuple[int, int]): (h, w).
+        cfg (Config): The config whose data preprocessor normalises it.
+
+    Returns:
+        tuple[np.ndarray, Tensor]: The image as RGB uint8 for drawing, and as
+        the model's normalised ``(1, 3, h, w)`` input.
+    """
     rgb = mmcv.imresize(mmcv.imread(path, channel_order='rgb'), size[::-1])
     mean, std, model_rgb = normalisation(cfg)
     x = torch.from_numpy(rgb if model_rgb else rgb[..., ::-1].copy()).float()
@@ -119,10 +169,20 @@ def load_image(path: str, size: tuple[int, int], cfg: Config) -> tuple[np.ndarra
 
 def effective_receptive_field(stage: Callable[[Tensor], Tensor],
                               images: Iterable[Tensor]) -> np.ndarray:
-    """Luo et al.'s effective receptive field: the absolute gradient of the
-    centre of ``stage(x)`` (an NCHW map, summed over its channels) with
-    respect to the input, summed over the input channels and over
-    ``images`` (each ``(1, C, H, W)``, all of one size). ``(H, W)``, float64."""
+    """Luo et al.'s effective receptive field.
+
+    The absolute gradient of the centre of ``stage(x)`` (an NCHW map, summed
+    over its channels) with respect to the input, summed over the input
+    channels and over ``images``.
+
+    Args:
+        stage (Callable[[Tensor], Tensor]): Maps an input to an NCHW map.
+        images (Iterable[Tensor]): Each ``(1, C, H, W)``, all of one size;
+            at least one, else ``ValueError`` is raised.
+
+    Returns:
+        np.ndarray: ``(H, W)``, float64.
+    """
     total = None
     for x in images:
         x = x.detach().clone().requires_grad_(True)
@@ -137,9 +197,19 @@ def effective_receptive_field(stage: Callable[[Tensor], Tensor],
 
 
 def contribution_square(erf: np.ndarray, fraction: float) -> int:
-    """Side (pixels) of the smallest square centred on the map's centre that
-    holds ``fraction`` of the total contribution (RepLKNet's measure of an
-    ERF's size; odd sides, cut at the map's border)."""
+    """The side of the smallest centred square holding ``fraction`` of the contribution.
+
+    RepLKNet's measure of an ERF's size: the square is centred on the map's
+    centre; odd sides, cut at the map's border.
+
+    Args:
+        erf (np.ndarray): The effective receptive field, ``(H, W)``.
+        fraction (float): The fraction of the total contribution, in (0, 1]
+            (else ``ValueError`` is raised).
+
+    Returns:
+        int: The side in pixels.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f'fraction must be in (0, 1], got {fraction}.')
     h, w = erf.shape
@@ -153,8 +223,17 @@ def contribution_square(erf: np.ndarray, fraction: float) -> int:
 
 
 def attention_module(backbone: nn.Module, stage: int, block: int) -> nn.Module:
-    """The attention of ``block`` in ``stage`` (both from 0) of SPM-PVT, or of
-    mmdet's PVT / PVTv2 (and SPM-PVTv2)."""
+    """The attention of ``block`` in ``stage``.
+
+    Args:
+        backbone (nn.Module): SPM-PVT, or mmdet's PVT / PVTv2 (and
+            SPM-PVTv2); ``ValueError`` for another backbone.
+        stage (int): The stage, from 0.
+        block (int): The block, from 0; ``ValueError`` if it does not exist.
+
+    Returns:
+        nn.Module: The attention module.
+    """
     if isinstance(backbone, SPMPVT):
         blocks = backbone.stages[stage]
     elif isinstance(backbone, PyramidVisionTransformer):
@@ -171,12 +250,21 @@ def attention_module(backbone: nn.Module, stage: int, block: int) -> nn.Module:
 
 def attention_probs(backbone: nn.Module, image: Tensor, stage: int,
                     block: int) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
-    """The attention weights of ``block`` in ``stage`` (both from 0) for
-    ``image`` ``(1, 3, H, W)``: ``(heads, queries, keys)`` (every row sums to
-    1), the (h, w) grid of the queries and that of the keys.
+    """The attention weights of ``block`` in ``stage`` for ``image``.
 
     The queries and keys are the ones the forward pass computes, taken by
     hooks, so padding and spatial reduction are the model's own.
+
+    Args:
+        backbone (nn.Module): As :func:`attention_module` takes it.
+        image (Tensor): ``(1, 3, H, W)``.
+        stage (int): The stage, from 0.
+        block (int): The block, from 0.
+
+    Returns:
+        tuple[Tensor, tuple[int, int], tuple[int, int]]: The weights
+        ``(heads, queries, keys)`` (every row sums to 1), the (h, w) grid of
+        the queries and that of the keys.
     """
     attn = attention_module(backbone, stage, block)
     mha = getattr(attn, 'attn', None)  # mmdet's: torch's MultiheadAttention inside
@@ -219,8 +307,17 @@ def attention_probs(backbone: nn.Module, image: Tensor, stage: int,
 
 
 def load_models(specs: Iterable[list[str]]) -> list[tuple[str, Config, nn.Module]]:
-    """``[CONFIG]`` or ``[CONFIG, CHECKPOINT]`` lists (the tools' ``--model``
-    arguments) as (label, config, backbone from :func:`build_backbone`)."""
+    """Load the backbones the tools' ``--model`` arguments name.
+
+    Args:
+        specs (Iterable[list[str]]): ``[CONFIG]`` or ``[CONFIG, CHECKPOINT]``
+            lists (the tools' ``--model`` arguments); another length raises
+            ``SystemExit``.
+
+    Returns:
+        list[tuple[str, Config, nn.Module]]: (label, config, backbone from
+        :func:`build_backbone`) per spec.
+    """
     models = []
     for spec in specs:
         if len(spec) not in (1, 2):

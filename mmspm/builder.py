@@ -18,8 +18,16 @@ from torch import nn
 
 
 def model_config(cfg: Config) -> dict:
-    """A copy of the config's model dict as the Runner builds it: mmpretrain
-    configs keep ``data_preprocessor`` at the top level."""
+    """A copy of the config's model dict as the Runner builds it.
+
+    mmpretrain configs keep ``data_preprocessor`` at the top level.
+
+    Args:
+        cfg (Config): The config.
+
+    Returns:
+        dict: The model dict.
+    """
     model = copy.deepcopy(cfg.model)
     if 'data_preprocessor' not in model and cfg.get('data_preprocessor'):
         model['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
@@ -56,22 +64,27 @@ def _drop_pretrained(backbone: dict) -> None:
 
 def build_model(cfg: Config, part: Optional[dict] = None, *, init_weights: bool = False,
                 pretrained: bool = False) -> nn.Module:
-    """Build ``part`` of ``cfg`` (default None: the whole model, see
-    :func:`model_config`) in the config's scope, by that codebase's registry.
+    """Build ``part`` of ``cfg`` in the config's scope, by that codebase's registry.
 
     SyncBN layers are made plain BN: SyncBN needs a process group in training,
     and tools and tests run in one process; the two are equal in eval mode.
 
     Args:
-        cfg: The config (its ``default_scope`` names the codebase).
-        part: A model dict to build instead of the whole model, e.g. a
-            changed copy of ``cfg.model`` or a backbone dict. Not modified.
-        init_weights: Run ``init_weights()`` (without its per-tensor log
-            lines). Default False: the modules' construction-time values.
-        pretrained: With ``init_weights``, keep the backbone's ``Pretrained``
-            ``init_cfg`` (or ``pretrained``), so that its checkpoint is read.
-            Default False: the backbone initialises itself as its class does
-            without one, and no file is read.
+        cfg (Config): The config (its ``default_scope`` names the codebase).
+        part (dict | None): A model dict to build instead of the whole model,
+            e.g. a changed copy of ``cfg.model`` or a backbone dict. Not
+            modified. None: the whole model, see :func:`model_config`.
+            Default: None.
+        init_weights (bool): Run ``init_weights()`` (without its per-tensor
+            log lines). False: the modules' construction-time values.
+            Default: False.
+        pretrained (bool): With ``init_weights``, keep the backbone's
+            ``Pretrained`` ``init_cfg`` (or ``pretrained``), so that its
+            checkpoint is read. False: the backbone initialises itself as its
+            class does without one, and no file is read. Default: False.
+
+    Returns:
+        nn.Module: The built model.
     """
     part = model_config(cfg) if part is None else copy.deepcopy(part)
     if init_weights and not pretrained and isinstance(part.get('backbone'), dict):

@@ -60,9 +60,18 @@ DETECTOR_OUTPUTS = ('boxes', 'scores', 'labels', 'masks')
 
 
 def task_of(model: nn.Module) -> str:
-    """'classifier' (mmpretrain ``ImageClassifier``), 'segmentor' (mmseg
-    ``EncoderDecoder``) or 'detector' (mmdet ``MaskRCNN``); a clear error for
-    any other model."""
+    """The export task of ``model``.
+
+    Args:
+        model (nn.Module): The model.
+
+    Returns:
+        str: 'classifier' (mmpretrain ``ImageClassifier``), 'segmentor'
+        (mmseg ``EncoderDecoder``) or 'detector' (mmdet ``MaskRCNN``).
+
+    Raises:
+        ValueError: A clear error for any other model.
+    """
     for task, module, name in TASKS:
         try:
             cls = getattr(importlib.import_module(module), name)
@@ -77,11 +86,22 @@ def task_of(model: nn.Module) -> str:
 
 
 def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
-    """The config's whole model in eval mode with SyncBN made BN, with the
-    weights of ``checkpoint`` (one trained with this config, read without
-    unpickling code; every tensor of the model must be in it), or its own
-    initialisation when ``checkpoint`` is None (the backbone's pretrained
-    checkpoint, if the config names one, is not read)."""
+    """The config's whole model in eval mode with SyncBN made BN.
+
+    Args:
+        cfg (Config): The config.
+        checkpoint (str | None): The weights: a checkpoint trained with this
+            config, read without unpickling code; every tensor of the model
+            must be in it. None: the model's own initialisation (the
+            backbone's pretrained checkpoint, if the config names one, is not
+            read). Default: None.
+
+    Returns:
+        nn.Module: The model.
+
+    Raises:
+        CheckpointError: If ``checkpoint`` does not fit the model.
+    """
     model = build_model(cfg, init_weights=checkpoint is None)
     if checkpoint is not None:
         state = unwrap(load_checkpoint(checkpoint))
@@ -96,10 +116,17 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
 
 
 class IntegerUpsample(nn.Module):
-    """mmseg's ``Upsample`` by an integer ``scale_factor`` (Semantic FPN's
-    scale heads), its output size computed in integers: ``t * s`` rather than
-    mmseg's ``int(t * float(s))``, the same number, which ``torch.export``
-    would fix at the capture size."""
+    """mmseg's ``Upsample`` by an integer ``scale_factor``, its output size in integers.
+
+    For Semantic FPN's scale heads: the output size is computed as ``t * s``
+    rather than mmseg's ``int(t * float(s))``, the same number, which
+    ``torch.export`` would fix at the capture size.
+
+    Args:
+        factor (int): The integer scale factor.
+        mode (str): The interpolation mode, as ``F.interpolate``'s.
+        align_corners (bool | None): As ``F.interpolate``'s.
+    """
 
     def __init__(self, factor: int, mode: str, align_corners: Optional[bool]) -> None:
         super().__init__()
@@ -126,15 +153,20 @@ def _integer_upsampling(model: nn.Module) -> None:
 
 
 class ExportWrapper(nn.Module):
-    """``input`` -> the first output of the exported graph (see the module's
-    docstring), for a model of :func:`task_of`'s tasks.
+    """``input`` -> the first output of the exported graph.
+
+    The graph is described in the module's docstring; for a model of
+    :func:`task_of`'s tasks.
 
     Args:
-        model: An mmpretrain ``ImageClassifier`` or mmseg ``EncoderDecoder``
-            (whose integer-factor ``Upsample`` layers are replaced, in place,
-            by the equal :class:`IntegerUpsample`).
-        argmax: Segmentors only: output the per-pixel class (int64) instead
-            of the logits. Default False.
+        model (nn.Module): An mmpretrain ``ImageClassifier`` or mmseg
+            ``EncoderDecoder`` (whose integer-factor ``Upsample`` layers are
+            replaced, in place, by the equal :class:`IntegerUpsample`). A
+            Mask R-CNN raises ``ValueError``: :class:`DetectorWrapper`
+            exports it.
+        argmax (bool): Segmentors only (``ValueError`` for a classifier):
+            output the per-pixel class (int64) instead of the logits.
+            Default: False.
     """
 
     def __init__(self, model: nn.Module, argmax: bool = False) -> None:
@@ -233,10 +265,11 @@ def _check_detector(model: nn.Module) -> None:
 
 
 class DetectorWrapper(nn.Module):
-    """``input`` (1, 3, H, W) -> (``boxes``, ``scores``, ``labels``,
-    ``masks``): mmdet's Mask R-CNN ``predict`` (with ``rescale``, in the
-    coordinates of ``input``) in tensor operations only, with the model's
-    ``test_cfg``: the RPN keeps the ``nms_pre`` best anchors of each level,
+    """``input`` (1, 3, H, W) -> (``boxes``, ``scores``, ``labels``, ``masks``).
+
+    mmdet's Mask R-CNN ``predict`` (with ``rescale``, in the coordinates of
+    ``input``) in tensor operations only, with the model's ``test_cfg``: the
+    RPN keeps the ``nms_pre`` best anchors of each level,
     decodes them, drops boxes no wider/taller than ``min_bbox_size``, runs
     NMS per level and keeps ``max_per_img`` proposals; the box head scores
     and decodes them per class, keeps scores above ``score_thr``, runs NMS
@@ -245,8 +278,8 @@ class DetectorWrapper(nn.Module):
     (:func:`paste_masks` pastes and thresholds them at ``mask_thr_binary``).
 
     Args:
-        model: An mmdet ``MaskRCNN`` (:func:`_check_detector` says which
-            heads are covered).
+        model (nn.Module): An mmdet ``MaskRCNN`` (:func:`_check_detector`
+            says which heads are covered; ``ValueError`` for another model).
     """
 
     output_names = list(DETECTOR_OUTPUTS)
@@ -261,8 +294,16 @@ class DetectorWrapper(nn.Module):
 
     def proposals(self, feats: Sequence[Tensor], h: Union[int, torch.SymInt],
                   w: Union[int, torch.SymInt]) -> Tensor:
-        """The RPN's proposals (P, 4) of image 0 (of height ``h`` and width
-        ``w``), by decreasing score."""
+        """The RPN's proposals of image 0, by decreasing score.
+
+        Args:
+            feats (Sequence[Tensor]): The feature maps of the neck.
+            h (int | torch.SymInt): The height of image 0.
+            w (int | torch.SymInt): The width of image 0.
+
+        Returns:
+            Tensor: The proposals (P, 4).
+        """
         rpn, cfg = self.model.rpn_head, self.model.test_cfg.rpn
         cls_scores, bbox_preds = rpn(feats)
         priors = rpn.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores],
@@ -323,11 +364,22 @@ class DetectorWrapper(nn.Module):
 
 def paste_masks(masks: Union[Tensor, np.ndarray], boxes: Union[Tensor, np.ndarray],
                 size: Sequence[int], threshold: float = 0.5) -> Tensor:
-    """The detector graph's ``masks`` (N, 28, 28) pasted into an image of
-    ``size`` (h, w) at ``boxes`` (N, 4, in that image's pixels) and
-    thresholded (``>= threshold``, mmdet's ``mask_thr_binary``, default 0.5),
-    by mmdet's own ``_do_paste_mask``: (N, h, w) bool, as mmdet's
-    ``predict`` returns them."""
+    """Paste the detector graph's ``masks`` into an image and threshold them.
+
+    Done by mmdet's own ``_do_paste_mask``.
+
+    Args:
+        masks (Tensor | np.ndarray): The detector graph's ``masks``
+            (N, 28, 28).
+        boxes (Tensor | np.ndarray): Where to paste them (N, 4, in the
+            image's pixels).
+        size (Sequence[int]): The image's size (h, w).
+        threshold (float): Masks are ``>= threshold`` (mmdet's
+            ``mask_thr_binary``). Default: 0.5.
+
+    Returns:
+        Tensor: (N, h, w) bool, as mmdet's ``predict`` returns them.
+    """
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
     masks, boxes = torch.as_tensor(masks).float(), torch.as_tensor(boxes).float()
     if masks.shape[0] == 0:
@@ -343,7 +395,12 @@ EXPORT_TORCH = '2.6'
 
 
 def check_export_torch() -> None:
-    """RuntimeError naming the torch that :func:`export_onnx` needs, on an older one."""
+    """Check that torch is new enough for :func:`export_onnx`.
+
+    Raises:
+        RuntimeError: Naming the torch that :func:`export_onnx` needs, on an
+            older one.
+    """
     if digit_version(torch.__version__) < digit_version(EXPORT_TORCH):
         raise RuntimeError(f'ONNX export needs torch >= {EXPORT_TORCH} (its torch.export-based '
                            f'exporter); this environment has torch {torch.__version__}. '
@@ -354,19 +411,33 @@ def check_export_torch() -> None:
 def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (224, 224),
                 argmax: bool = False, opset: int = OPSET,
                 cfg: Optional[Config] = None) -> nn.Module:
-    """Write ``model`` as an ONNX file ``out`` and return the exported
-    wrapper: :class:`DetectorWrapper` for a Mask R-CNN (captured at a
+    """Write ``model`` as an ONNX file ``out`` and return the exported wrapper.
+
+    The wrapper is :class:`DetectorWrapper` for a Mask R-CNN (captured at a
     ``1 x 3 x shape`` input, batch fixed at 1), :class:`ExportWrapper`
     otherwise (captured at ``2 x 3 x shape``, batch symbolic); height and
     width are symbolic (named as :data:`INPUT_DIMS`; the detector's outputs'
-    first axis is ``detections``). ``shape`` defaults to 224x224. The file's
-    metadata (:data:`METADATA`) records the task and, given ``cfg`` (the
-    model's config, default None), the config's text, so that
+    first axis is ``detections``). The file's metadata (:data:`METADATA`)
+    records the task and, given ``cfg``, the config's text, so that
     ``tools/deployment/onnx_demo.py`` needs the file alone.
 
     ``torch.export`` captures the graph itself (non-strict), so that a size
     it cannot keep symbolic is an error here rather than the silently
     size-specialised graph of the ONNX exporter's fallbacks.
+
+    Args:
+        model (nn.Module): A model of :func:`task_of`'s tasks.
+        out (str): The path of the ONNX file.
+        shape (Sequence[int]): The height and width of the capture input.
+            Default: (224, 224).
+        argmax (bool): Segmentors only (``ValueError`` for a detector): see
+            :class:`ExportWrapper`. Default: False.
+        opset (int): The ONNX opset. Default: :data:`OPSET` (18).
+        cfg (Config | None): The model's config, recorded in the file's
+            metadata. Default: None.
+
+    Returns:
+        nn.Module: The exported wrapper.
     """
     task = task_of(model)
     check_export_torch()
@@ -424,8 +495,17 @@ def _finish_file(path: str, names: dict, metadata: dict, detections: bool) -> No
 
 
 def read_metadata(path: str) -> dict:
-    """The mmspm metadata of the ONNX file at ``path``: ``{'task': ...,
-    'config': Config or None}`` (see :func:`export_onnx`)."""
+    """The mmspm metadata of the ONNX file at ``path`` (see :func:`export_onnx`).
+
+    Args:
+        path (str): The ONNX file.
+
+    Returns:
+        dict: ``{'task': ..., 'config': Config or None}``.
+
+    Raises:
+        ValueError: If the file was not written by mmspm's export.
+    """
     import onnx
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     if METADATA['task'] not in props:
@@ -438,12 +518,22 @@ def read_metadata(path: str) -> dict:
 
 
 def check_graph(path: str) -> dict:
-    """Check the ONNX file at ``path`` as TensorRT's parser needs it: standard
-    operators only (the default domain), no sequence operators, no local
-    functions; ``input``'s batch, height and width symbolic (batch 1 in a
-    detector's graph, which its metadata names). Returns
-    ``{'ops': sorted operator types, 'input_dims': the input's dimensions}``;
-    raises ValueError naming what is wrong."""
+    """Check the ONNX file at ``path`` as TensorRT's parser needs it.
+
+    Standard operators only (the default domain), no sequence operators, no
+    local functions; ``input``'s batch, height and width symbolic (batch 1 in
+    a detector's graph, which its metadata names).
+
+    Args:
+        path (str): The ONNX file.
+
+    Returns:
+        dict: ``{'ops': sorted operator types, 'input_dims': the input's
+        dimensions}``.
+
+    Raises:
+        ValueError: Naming what is wrong.
+    """
     import onnx
     model = onnx.load(path, load_external_data=False)
     graph = model.graph
@@ -477,14 +567,32 @@ def check_graph(path: str) -> dict:
 
 
 def run_onnxruntime(path: str, x: Tensor) -> np.ndarray:
-    """The first output of the ONNX file at ``path`` for input ``x``, run on
-    onnxruntime's CPU provider."""
+    """The first output of the ONNX file at ``path`` for input ``x``.
+
+    Run on onnxruntime's CPU provider.
+
+    Args:
+        path (str): The ONNX file.
+        x (Tensor): The input.
+
+    Returns:
+        np.ndarray: The first output.
+    """
     return onnxruntime_outputs(path, x)[0]
 
 
 def onnxruntime_outputs(path: str, x: Tensor) -> list[np.ndarray]:
-    """All outputs of the ONNX file at ``path`` for input ``x`` (in the
-    graph's order), run on onnxruntime's CPU provider."""
+    """All outputs of the ONNX file at ``path`` for input ``x``.
+
+    Run on onnxruntime's CPU provider.
+
+    Args:
+        path (str): The ONNX file.
+        x (Tensor): The input.
+
+    Returns:
+        list[np.ndarray]: The outputs, in the graph's order.
+    """
     import onnxruntime
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     return session.run(None, {'input': x.numpy()})

@@ -20,10 +20,12 @@ from .safe_load import CheckpointError, state_dict_of
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Saves every process's random generator states in checkpoints and gives
-    each process its own back on ``--resume``, so a resumed run makes the same
-    random draws (dropout and stochastic-depth masks, RoI sampling, data
-    augmentation) as an uninterrupted one.
+    """Save every process's random generator states and restore them on resume.
+
+    The states are saved in checkpoints and each process gets its own back on
+    ``--resume``, so a resumed run makes the same random draws (dropout and
+    stochastic-depth masks, RoI sampling, data augmentation) as an
+    uninterrupted one.
 
     mmengine reseeds every generator on resume. Nothing between loading the
     checkpoint and the first resumed iteration draws from torch's, so those
@@ -173,14 +175,20 @@ class RNGStateHook(Hook):
 
 @HOOKS.register_module()
 class ReferenceCheckpointHook(Hook):
-    """Lets ``load_from``, ``--resume`` and ``mim test --checkpoint`` take the
-    SPM-PVT authors' checkpoints (their key layout: ``patch_embed2.spm.*``,
-    ``block1.*``, ``head.*``, nested under ``model``).
+    """Let ``load_from``, ``--resume`` and ``mim test --checkpoint`` take the authors' checkpoints.
+
+    These are the SPM-PVT authors' checkpoints (their key layout:
+    ``patch_embed2.spm.*``, ``block1.*``, ``head.*``, nested under
+    ``model``).
 
     The runner calls it between reading a checkpoint and loading it into the
     model: it renames such a state dict to the model's keys, the backbone's
     under the SPMPVT module's name and ``head.*`` as ``head.fc.*`` where the
     model has a classifier head. Other checkpoints pass unchanged.
+
+    It raises ``CheckpointError`` for a PVT v1 checkpoint (start from one
+    through the backbone's ``init_cfg`` with ``from_pvt_v1=True`` instead) and
+    for a model that does not hold exactly one SPMPVT below its top level.
     """
 
     priority = 'VERY_HIGH'

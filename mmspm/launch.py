@@ -35,6 +35,19 @@ DATA_LAYOUTS = {
 
 
 def load_config(config: str) -> Config:
+    """Read an mmspm config.
+
+    Args:
+        config (str): The config file.
+
+    Returns:
+        Config: The config.
+
+    Raises:
+        SystemExit: If the file does not exist, inherits from a codebase
+            installed under another distribution name (with the fix), or its
+            ``default_scope`` is not one of :data:`mmspm.registry.CODEBASES`.
+    """
     if not osp.isfile(config):
         raise SystemExit(f'Config {config!r} does not exist.')
     try:
@@ -85,8 +98,19 @@ def _dataset_paths(dataset: dict) -> list[str]:
 
 
 def check_data(cfg: Config, mode: str) -> None:
-    """Exit with a message naming the missing data and the fix, before a
-    dataset fails deep inside its loader (pycocotools, say)."""
+    """Exit with a message naming the missing data and the fix.
+
+    This happens before a dataset fails deep inside its loader (pycocotools,
+    say).
+
+    Args:
+        cfg (Config): The config.
+        mode (str): 'train' (the train and, with ``val_cfg``, val data) or
+            another (the test data).
+
+    Raises:
+        SystemExit: If a file or folder of the data is missing.
+    """
     parts = (['train', 'val'] if cfg.get('val_cfg') else ['train']) \
         if mode == 'train' else ['test']
     paths = []
@@ -116,6 +140,15 @@ def check_data(cfg: Config, mode: str) -> None:
 
 
 def upstream_script(scope: str, name: str) -> str:
+    """The path of a codebase's own script.
+
+    Args:
+        scope (str): The codebase (its module name).
+        name (str): The script's name, e.g. 'train' or 'test'.
+
+    Returns:
+        str: ``<scope>/.mim/tools/<name>.py``.
+    """
     package_dir = osp.dirname(importlib.import_module(scope).__file__)
     return osp.join(package_dir, '.mim', 'tools', f'{name}.py')
 
@@ -127,7 +160,14 @@ def init_distributed(cfg: Config, argv: list[str]) -> list[str]:
     NCCL, and wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, so it
     cannot run on a machine without a GPU. With the group already up mmengine
     uses it as it is; on a CPU the DDP wrapper is configured without device
-    ids. Returns ``argv`` with that setting added.
+    ids.
+
+    Args:
+        cfg (Config): The config.
+        argv (list[str]): The command line.
+
+    Returns:
+        list[str]: ``argv`` with that setting added.
     """
     if torch.distributed.is_initialized() or 'WORLD_SIZE' not in os.environ:
         return argv
@@ -159,8 +199,18 @@ def _cfg_options(argv: list[str]) -> dict:
 
 
 def launcher_of(argv: list[str]) -> str:
-    """The ``--launcher`` of a command line, given as ``--launcher X`` or
-    ``--launcher=X`` (as argparse takes both); ``'none'`` without one."""
+    """The ``--launcher`` of a command line.
+
+    Args:
+        argv (list[str]): The command line.
+
+    Returns:
+        str: The launcher, given as ``--launcher X`` or ``--launcher=X`` (as
+        argparse takes both); ``'none'`` without one.
+
+    Raises:
+        SystemExit: If ``--launcher`` has no value.
+    """
     for i, arg in enumerate(argv):
         if arg.startswith('--launcher='):
             return arg.split('=', 1)[1]
@@ -173,8 +223,15 @@ def launcher_of(argv: list[str]) -> str:
 
 
 def run_upstream(name: str, argv: list[str]) -> None:
-    """Run ``<scope>/.mim/tools/<name>.py`` with ``argv`` (config first),
-    every checkpoint read weights-only (:func:`~mmspm.safe_load.force_weights_only`)."""
+    """Run ``<scope>/.mim/tools/<name>.py`` with ``argv``.
+
+    Every checkpoint is read weights-only
+    (:func:`~mmspm.safe_load.force_weights_only`).
+
+    Args:
+        name (str): The script's name, e.g. 'train' or 'test'.
+        argv (list[str]): Its command line, config first.
+    """
     force_weights_only()
     positional = [a for a in argv if not a.startswith('-')]
     if not positional:
@@ -194,7 +251,9 @@ def run_upstream(name: str, argv: list[str]) -> None:
 
 
 def exit_distributed() -> None:
-    """In a process of a distributed run (a process group is up): wait for
+    """End a process of a distributed run at once.
+
+    In a process of a distributed run (a process group is up): wait for
     every process to finish, destroy the group and end the process at once,
     skipping the interpreter's teardown.
 

@@ -18,10 +18,18 @@ CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def models_for(scope: str) -> dict[str, type]:
-    """The models registered in ``scope``'s registry, by name: each family's
-    SPM backbone (the one its ``per_scope`` names for ``scope``, if any, e.g.
-    in mmpretrain the SPM-Swin built on mmpretrain's Swin) and the SPM layers
-    (NCHW and token interfaces)."""
+    """The models registered in ``scope``'s registry, by name.
+
+    Each family's SPM backbone (the one its ``per_scope`` names for
+    ``scope``, if any, e.g. in mmpretrain the SPM-Swin built on mmpretrain's
+    Swin) and the SPM layers (NCHW and token interfaces).
+
+    Args:
+        scope (str): The codebase, one of :data:`CODEBASES`.
+
+    Returns:
+        dict[str, type]: The models by name.
+    """
     models = {cls.__name__: cls for cls in (StepwisePatchMerging, TokenStepwisePatchMerging)}
     for family in FAMILIES:
         cls = family.spm
@@ -34,7 +42,11 @@ def models_for(scope: str) -> dict[str, type]:
 
 
 def register_all() -> list[str]:
-    """Register the models where the codebase is installed; return their names."""
+    """Register the models in every codebase that is installed.
+
+    Returns:
+        list[str]: The names of the codebases the models were registered in.
+    """
     registered = []
     for scope in CODEBASES:
         try:

@@ -141,9 +141,20 @@ _torch_load = torch.load
 
 
 def restricted_load(f: Any, map_location: Any = None, **kwargs: Any) -> Any:
-    """``torch.load`` through :data:`RESTRICTED_PICKLE`, whatever
-    ``weights_only`` or ``pickle_module`` the caller passes: torch < 2.4's
-    equivalent of ``weights_only=True`` with mmengine's types allowed."""
+    """``torch.load`` through :data:`RESTRICTED_PICKLE`.
+
+    Whatever ``weights_only`` or ``pickle_module`` the caller passes: torch
+    < 2.4's equivalent of ``weights_only=True`` with mmengine's types allowed.
+
+    Args:
+        f (Any): What ``torch.load`` reads: a path or a file-like object.
+        map_location (Any): As ``torch.load``'s. Default: None.
+        **kwargs (Any): Other arguments of ``torch.load``; ``weights_only``
+            and ``pickle_module`` are ignored.
+
+    Returns:
+        Any: What ``torch.load`` returns.
+    """
     kwargs.pop('weights_only', None)
     kwargs.pop('pickle_module', None)
     return _torch_load(f, map_location=map_location, pickle_module=RESTRICTED_PICKLE,
@@ -174,7 +185,21 @@ def _refusal(name: str, error: Exception) -> CheckpointError:
 
 
 def load_file(path: str) -> dict:
-    """Read a local checkpoint file without running pickled code."""
+    """Read a local checkpoint file without running pickled code.
+
+    Args:
+        path (str): The local file; ``.safetensors`` files are read directly,
+            others with ``torch.load(weights_only=True)`` or
+            :func:`restricted_load` on torch < 2.4.
+
+    Returns:
+        dict: The checkpoint, on the CPU.
+
+    Raises:
+        CheckpointError: If the file does not exist, is corrupt or truncated,
+            or holds pickled objects that are not tensors or mmengine
+            checkpoint data.
+    """
     if not osp.isfile(path):
         raise CheckpointError(
             f'Checkpoint {path!r} does not exist. No SPM weights are published: '
@@ -204,7 +229,14 @@ def load_file(path: str) -> dict:
 
 
 def is_local(filename: str) -> bool:
-    """Whether mmengine's CheckpointLoader would read ``filename`` as a local file."""
+    """Whether mmengine's CheckpointLoader would read ``filename`` as a local file.
+
+    Args:
+        filename (str): A path, URL or other name of a checkpoint.
+
+    Returns:
+        bool: True for a local file.
+    """
     return CheckpointLoader._get_checkpoint_loader(filename) is load_from_local
 
 
@@ -219,8 +251,10 @@ def _weights_only_by_default() -> bool:
 
 
 def force_weights_only() -> None:
-    """Make every ``torch.load`` of this process, and of the processes it
-    starts, ``weights_only``, whatever its caller passes.
+    """Make every ``torch.load`` of this process ``weights_only``.
+
+    Every ``torch.load`` of this process, and of the processes it starts,
+    becomes ``weights_only``, whatever its caller passes.
 
     For the train/test tools, whose checkpoints (``load_from``, ``--resume``,
     ``--checkpoint``) mmengine reads: the OneDL fork's mmengine retries a
@@ -232,6 +266,9 @@ def force_weights_only() -> None:
     extended there), so ``torch.load`` itself becomes :func:`restricted_load`
     for this process instead; the tools' worker processes (torchrun's) force
     their own.
+
+    Raises:
+        SystemExit: If ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
     """
     if os.getenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in _TRUE:
         raise SystemExit('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: mmspm\'s tools load '
@@ -254,6 +291,16 @@ def load_checkpoint(filename: str) -> dict:
     the loader registered for them, on the CPU, with every ``torch.load``
     forced to ``weights_only=True``; refused while
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
+
+    Args:
+        filename (str): A local path, a URL or a name of any scheme
+            registered with mmengine's ``CheckpointLoader``.
+
+    Returns:
+        dict: The checkpoint, on the CPU.
+
+    Raises:
+        CheckpointError: If the checkpoint cannot be read or is refused.
     """
     if is_local(filename):
         return load_file(filename)
@@ -283,8 +330,17 @@ def load_checkpoint(filename: str) -> dict:
 
 
 def state_dict_of(checkpoint: dict) -> dict:
-    """The state dict inside a checkpoint: under ``state_dict`` (mmengine),
-    under ``model`` (the PVT and SPM authors' checkpoints) or at the top level."""
+    """The state dict inside a checkpoint.
+
+    It is under ``state_dict`` (mmengine), under ``model`` (the PVT and SPM
+    authors' checkpoints) or at the top level.
+
+    Args:
+        checkpoint (dict): The checkpoint.
+
+    Returns:
+        dict: The state dict.
+    """
     for key in ('state_dict', 'model'):
         if isinstance(checkpoint.get(key), dict):
             return checkpoint[key]
@@ -292,8 +348,20 @@ def state_dict_of(checkpoint: dict) -> dict:
 
 
 def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
-    """The state dict inside a checkpoint (:func:`state_dict_of`), tensors
-    only, DDP prefix removed."""
+    """The state dict inside a checkpoint, tensors only, DDP prefix removed.
+
+    Args:
+        checkpoint (dict): The checkpoint; its state dict is found by
+            :func:`state_dict_of`.
+
+    Returns:
+        OrderedDict[str, Tensor]: The state dict without the ``module.``
+        prefix.
+
+    Raises:
+        CheckpointError: If ``checkpoint`` is not a dict or an entry of its
+            state dict is not a tensor.
+    """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'Expected a checkpoint dict, got '
                               f'{type(checkpoint).__name__}.')
@@ -308,9 +376,18 @@ def unwrap(checkpoint: dict) -> 'OrderedDict[str, Tensor]':
 
 
 def backbone_of(state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]':
-    """The ``backbone.*`` entries of a whole-model state dict (detector,
-    segmentor, classifier), prefix removed; a state dict without such keys is
-    the backbone's own and is returned as it is."""
+    """The ``backbone.*`` entries of a whole-model state dict, prefix removed.
+
+    A whole-model state dict is a detector's, segmentor's or classifier's; a
+    state dict without such keys is the backbone's own and is returned as it
+    is.
+
+    Args:
+        state (OrderedDict[str, Tensor]): The state dict.
+
+    Returns:
+        OrderedDict[str, Tensor]: The backbone's state dict.
+    """
     if not any(k.startswith('backbone.') for k in state):
         return state
     return OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
@@ -318,8 +395,20 @@ def backbone_of(state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]'
 
 
 def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
-    """Every checkpoint tensor under ``prefix`` that the model (its state dict
-    ``own``) has must have the model's shape."""
+    """Check that checkpoint tensors have the model's shapes.
+
+    Every checkpoint tensor under ``prefix`` that the model has must have the
+    model's shape.
+
+    Args:
+        own (dict): The model's state dict.
+        state (dict): The checkpoint's state dict.
+        prefix (str): The prefix of the model's keys in ``state``.
+            Default: ''.
+
+    Raises:
+        CheckpointError: If a tensor's shape differs from the model's.
+    """
     for k, v in state.items():
         if k.startswith(prefix) and k[len(prefix):] in own:
             shape = own[k[len(prefix):]].shape

@@ -35,14 +35,24 @@ REQUIRED = ('mmengine', 'mmcv', 'mmdet')
 
 
 def extras() -> dict[str, list[str]]:
-    """``setup.py``'s ``extras_require``: one extra per stack, all its packages."""
+    """``setup.py``'s ``extras_require``.
+
+    Returns:
+        dict[str, list[str]]: One extra per stack, all its packages.
+    """
     return {stack: [dist + spec for dist, spec in modules.values()]
             for stack, modules in STACKS.items()}
 
 
 def installed() -> dict[str, tuple[str, str, str]]:
-    """module -> (stack, distribution, version) for each installed module of
-    :data:`STACKS`, found by distribution (no module is imported)."""
+    """The installed modules of :data:`STACKS`.
+
+    They are found by distribution (no module is imported).
+
+    Returns:
+        dict[str, tuple[str, str, str]]: module -> (stack, distribution,
+        version) for each installed module.
+    """
     found = {}
     for stack, modules in STACKS.items():
         for module, (dist, _) in modules.items():
@@ -54,8 +64,17 @@ def installed() -> dict[str, tuple[str, str, str]]:
 
 
 def problems(found: dict[str, tuple[str, str, str]]) -> list[str]:
-    """What is wrong with the stack ``found`` (as :func:`installed` gives it):
-    a required module missing, modules of both stacks, a version out of range."""
+    """What is wrong with the stack ``found``.
+
+    A required module missing, modules of both stacks, a version out of range.
+
+    Args:
+        found (dict[str, tuple[str, str, str]]): As :func:`installed` gives
+            it.
+
+    Returns:
+        list[str]: The problems, each with the fix; empty if none.
+    """
     fix = ("install one stack: pip install 'mmspm[openmmlab]' (the OpenMMLab "
            "releases) or 'mmspm[onedl]' (the OneDL fork); docs/install.md")
     stacks = sorted({stack for stack, _, _ in found.values()})
@@ -75,7 +94,14 @@ def problems(found: dict[str, tuple[str, str, str]]) -> list[str]:
 
 
 def check() -> str:
-    """The installed stack's name; ImportError naming the fix otherwise."""
+    """The installed stack's name.
+
+    Returns:
+        str: The stack's name.
+
+    Raises:
+        ImportError: Naming the fix, if the stack has problems.
+    """
     found = installed()
     errors = problems(found)
     if errors:

@@ -8,10 +8,18 @@ from mmengine.config import Config
 
 
 def build_visualizer(cfg: Config, dataset_meta: dict, name: str):
-    """The config's visualizer (its ``visualizer`` entry, in the config's
-    scope) without storage backends, drawing with ``dataset_meta``'s class
-    names and palette; ``name`` must be unique in the process (mmengine keeps
-    visualizers by name)."""
+    """The config's visualizer without storage backends.
+
+    Args:
+        cfg (Config): The config; its ``visualizer`` entry is built in the
+            config's scope.
+        dataset_meta (dict): The class names and palette to draw with.
+        name (str): Must be unique in the process (mmengine keeps
+            visualizers by name).
+
+    Returns:
+        The visualizer.
+    """
     registry = importlib.import_module(f'{cfg.default_scope}.registry')
     visualizer = registry.VISUALIZERS.build(dict(cfg.visualizer, name=name, vis_backends=None))
     visualizer.dataset_meta = dataset_meta
@@ -20,10 +28,22 @@ def build_visualizer(cfg: Config, dataset_meta: dict, name: str):
 
 def draw_sample(visualizer, scope: str, name: str, image: np.ndarray, sample,
                 out_file: str, score_thr: float = 0.3, draw_gt: bool = True) -> None:
-    """Draw ``sample``'s prediction (and, if ``draw_gt``, default True, its
-    ground truth beside it) on ``image`` (RGB) into ``out_file``: mmdet's
-    boxes, masks and class names above ``score_thr`` (default 0.3), mmseg's
-    colour-coded classes, mmpretrain's class and score."""
+    """Draw ``sample``'s prediction on ``image`` into ``out_file``.
+
+    mmdet's boxes, masks and class names above ``score_thr``, mmseg's
+    colour-coded classes, mmpretrain's class and score.
+
+    Args:
+        visualizer: The visualizer of :func:`build_visualizer`.
+        scope (str): The codebase: 'mmdet', 'mmseg' or 'mmpretrain'.
+        name (str): The sample's name.
+        image (np.ndarray): The image, RGB.
+        sample: The data sample with the prediction (and ground truth).
+        out_file (str): The file to draw into.
+        score_thr (float): mmdet's score threshold. Default: 0.3.
+        draw_gt (bool): Draw the ground truth beside the prediction.
+            Default: True.
+    """
     if scope == 'mmpretrain':
         # mmpretrain's visualizer draws with visualize_cls; the add_datasample
         # it inherits from mmengine draws nothing.

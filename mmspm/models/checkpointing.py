@@ -13,9 +13,17 @@ from torch.utils.checkpoint import checkpoint
 
 @contextmanager
 def batchnorm_statistics_kept(module: nn.Module) -> Iterator[None]:
-    """Restores the running statistics of ``module``'s BatchNorms on exit:
-    recomputing a forward pass in training mode would update them a second
-    time."""
+    """Restore the running statistics of ``module``'s BatchNorms on exit.
+
+    Recomputing a forward pass in training mode would update them a second
+    time.
+
+    Args:
+        module (nn.Module): The module whose BatchNorms' statistics are kept.
+
+    Yields:
+        None
+    """
     bns = [m for m in module.modules()
            if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
     saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
@@ -36,7 +44,17 @@ def _contexts(module: nn.Module) -> tuple[AbstractContextManager, AbstractContex
 
 
 def checkpointed(module: nn.Module, forward: Callable[..., Any], *args: Any) -> Any:
-    """``forward(*args)``, the forward pass of ``module``, recomputed in the
-    backward pass (``torch.utils.checkpoint``, non-reentrant) with
-    ``module``'s BatchNorm statistics updated once."""
+    """``forward(*args)``, recomputed in the backward pass.
+
+    Recomputed by ``torch.utils.checkpoint`` (non-reentrant) with
+    ``module``'s BatchNorm statistics updated once.
+
+    Args:
+        module (nn.Module): The module whose forward pass ``forward`` is.
+        forward (Callable[..., Any]): The forward pass of ``module``.
+        *args (Any): Its arguments.
+
+    Returns:
+        Any: What ``forward`` returns.
+    """
     return checkpoint(forward, *args, use_reentrant=False, context_fn=partial(_contexts, module))

@@ -46,21 +46,23 @@ class Family:
     """One SPM backbone family.
 
     Args:
-        token: The baseline's config-name token without its size, e.g. 'pvt'
-            (configs say ``spm-pvt-t`` and ``pvt-t``).
-        display: How papers write ``token``, e.g. 'PVT'.
-        spm: The SPM backbone class (registered under its class name).
-        baselines: The type names the upstream codebases register the
-            baseline backbone under (mmdet's and mmpretrain's may differ).
-        size: The size token (e.g. 't', 'b1'; '?' for none of the
-            papers' sizes) from a backbone's arguments, the config's over
-            the class's defaults.
-        compared: Arguments (over the mmdet classes' defaults) of the member
-            that the tables of tools/analysis compare with its baseline,
-            e.g. PVTv2-B1. Default: none (the defaults).
-        per_scope: Codebase scope -> ``'module:Class'`` of an SPM class to
-            register there instead of ``spm`` (imported only when that
-            codebase is installed). Default: none.
+        token (str): The baseline's config-name token without its size, e.g.
+            'pvt' (configs say ``spm-pvt-t`` and ``pvt-t``).
+        display (str): How papers write ``token``, e.g. 'PVT'.
+        spm (type): The SPM backbone class (registered under its class
+            name).
+        baselines (tuple[str, ...]): The type names the upstream codebases
+            register the baseline backbone under (mmdet's and mmpretrain's
+            may differ).
+        size (Callable[[dict], str]): The size token (e.g. 't', 'b1'; '?'
+            for none of the papers' sizes) from a backbone's arguments, the
+            config's over the class's defaults.
+        compared (dict): Arguments (over the mmdet classes' defaults) of the
+            member that the tables of tools/analysis compare with its
+            baseline, e.g. PVTv2-B1. Default: none (the defaults).
+        per_scope (dict[str, str]): Codebase scope -> ``'module:Class'`` of
+            an SPM class to register there instead of ``spm`` (imported only
+            when that codebase is installed). Default: none.
     """
     token: str
     display: str
@@ -72,13 +74,24 @@ class Family:
 
     @property
     def is_plugin(self) -> bool:
-        """Whether the SPM backbone is an upstream backbone with its merges
-        replaced (:class:`SPMPluginMixin`), rather than a model of its own."""
+        """Whether the SPM backbone is an upstream backbone with its merges replaced.
+
+        Such a backbone is an :class:`SPMPluginMixin`, rather than a model of
+        its own.
+        """
         return issubclass(self.spm, SPMPluginMixin)
 
     def kind_of(self, type_name: str) -> str:
-        """'spm' or 'baseline' when ``type_name`` (a config's backbone
-        ``type``, scope prefix allowed) is this family's, else ''."""
+        """Whether ``type_name`` is this family's SPM backbone or baseline.
+
+        Args:
+            type_name (str): A config's backbone ``type``, scope prefix
+                allowed.
+
+        Returns:
+            str: 'spm' or 'baseline' when ``type_name`` is this family's,
+            else ''.
+        """
         name = type_name.split('.')[-1]
         if name == self.spm.__name__:
             return 'spm'
@@ -95,9 +108,18 @@ FAMILIES = (
 
 
 def family_of(type_name: str) -> tuple[Family, str]:
-    """The family of a backbone ``type`` and whether it is the SPM backbone or
-    the baseline (see :meth:`Family.kind_of`); a clear error for a type that
-    belongs to no family."""
+    """The family of a backbone ``type`` and whether it is the SPM backbone or the baseline.
+
+    Args:
+        type_name (str): A config's backbone ``type``.
+
+    Returns:
+        tuple[Family, str]: The family and the kind (see
+        :meth:`Family.kind_of`).
+
+    Raises:
+        KeyError: A clear error for a type that belongs to no family.
+    """
     for family in FAMILIES:
         kind = family.kind_of(type_name)
         if kind:

@@ -14,8 +14,9 @@ from .spm import pad_to_multiple
 
 
 def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
-    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``
-    (``align_corners=False``, in float32 for half-precision embeddings).
+    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``.
+
+    ``align_corners=False``, in float32 for half-precision embeddings.
 
     Always resized: at ``H == W == grid`` the interpolation is the identity
     (every weight 1 or 0), and with no branch on the size a captured graph
@@ -23,6 +24,15 @@ def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
     ``grid * grid``, also for a ``grid/2 x 2*grid`` map, whose embedding it
     then reads as the wrong grid; this follows the spec: interpolated
     whenever the grid differs.)
+
+    Args:
+        pos_embed (Tensor): The embedding, ``(1, grid*grid, C)``.
+        grid (int): The side of the embedding's square grid.
+        H (int): The height of the new grid.
+        W (int): The width of the new grid.
+
+    Returns:
+        Tensor: The resized embedding, ``(1, H*W, C)``.
     """
     pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
     pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
@@ -30,10 +40,19 @@ def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
 
 
 def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
-    """A LayerNorm over ``dim`` channels: the reference's (with ``eps``) when
-    ``norm_cfg`` is None, otherwise built from ``norm_cfg`` (mmcv's
-    ``build_norm_layer``), which must give a LayerNorm: the norms of SPM-PVT
-    normalise tokens."""
+    """A LayerNorm over ``dim`` channels.
+
+    Args:
+        dim (int): The number of channels.
+        norm_cfg (dict | None): None: the reference's LayerNorm (with
+            ``eps``); otherwise the norm is built from ``norm_cfg`` (mmcv's
+            ``build_norm_layer``), which must give a LayerNorm (else
+            ``ValueError``): the norms of SPM-PVT normalise tokens.
+        eps (float): The reference's epsilon, used when ``norm_cfg`` is None.
+
+    Returns:
+        nn.LayerNorm: The norm.
+    """
     if norm_cfg is None:
         return nn.LayerNorm(dim, eps=eps)
     norm = build_norm_layer(norm_cfg, dim)[1]
@@ -45,13 +64,19 @@ def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
 
 
 class PatchEmbed(nn.Module):
-    """PVT v1's patch embedding: ``patch_size`` (4 in stage 1, 2 in the
-    merges that are not SPM) square conv with that stride + LayerNorm, NCHW
-    in and out.
+    """PVT v1's patch embedding: square conv with stride ``patch_size`` + LayerNorm.
 
-    Inputs whose sides are not multiples of ``patch_size`` are zero-padded at
-    the bottom/right first (mmdet's ``AdaptivePadding`` 'corner' mode).
-    ``norm_cfg``: see :func:`layer_norm` (default None: eps 1e-5).
+    NCHW in and out. Inputs whose sides are not multiples of ``patch_size``
+    are zero-padded at the bottom/right first (mmdet's ``AdaptivePadding``
+    'corner' mode).
+
+    Args:
+        in_channels (int): The number of input channels.
+        embed_dims (int): The number of output channels.
+        patch_size (int): The conv's kernel size and stride: 4 in stage 1, 2
+            in the merges that are not SPM. Default: 4.
+        norm_cfg (dict | None): See :func:`layer_norm`; None: eps 1e-5.
+            Default: None.
     """
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4,
@@ -80,10 +105,17 @@ class SpatialReductionAttention(nn.Module):
     Maps smaller than ``sr_ratio`` (tiny inputs) or not divisible by it are
     zero-padded at the bottom/right, so every size has keys.
 
-    Args (defaults: the reference's): ``qkv_bias`` (True): biases of ``q``
-    and ``kv``; ``attn_drop`` (0): dropout on the attention weights while
-    training; ``norm_cfg`` (None: eps 1e-5): the norm after ``sr``, see
-    :func:`layer_norm`.
+    Args:
+        dim (int): The number of channels.
+        num_heads (int): The number of attention heads.
+        sr_ratio (int): The spatial-reduction ratio.
+        qkv_bias (bool): Biases of ``q`` and ``kv``. Default: True (the
+            reference's).
+        attn_drop (float): Dropout on the attention weights while training.
+            Default: 0 (the reference's).
+        norm_cfg (dict | None): The norm after ``sr``, see
+            :func:`layer_norm`; None: eps 1e-5. Default: None (the
+            reference's).
     """
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, qkv_bias: bool = True,
@@ -118,7 +150,14 @@ class SpatialReductionAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1, activation (``act_cfg``, default GELU), fc2, with dropout ``drop``."""
+    """fc1, activation, fc2, with dropout ``drop``.
+
+    Args:
+        dim (int): The number of input and output channels.
+        hidden_dim (int): The number of hidden channels.
+        drop (float): The dropout rate. Default: 0.
+        act_cfg (dict | None): The activation; None: GELU. Default: None.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.,
                  act_cfg: Optional[dict] = None) -> None:
@@ -135,9 +174,21 @@ class Mlp(nn.Module):
 class PVTBlock(nn.Module):
     """PVT v1 encoder block: pre-norm SRA and MLP, each with stochastic depth.
 
-    ``qkv_bias``, ``attn_drop``: see :class:`SpatialReductionAttention`;
-    ``act_cfg``: see :class:`Mlp`; ``norm_cfg`` (None: the reference's, eps
-    1e-6 here): every norm of the block, see :func:`layer_norm`.
+    Args:
+        dim (int): The number of channels.
+        num_heads (int): The number of attention heads.
+        mlp_ratio (int): The MLP's hidden channels per channel.
+        sr_ratio (int): The spatial-reduction ratio.
+        drop (float): Dropout after the attention and in the MLP. Default: 0.
+        drop_path (float): The stochastic depth rate. Default: 0.
+        qkv_bias (bool): See :class:`SpatialReductionAttention`.
+            Default: True.
+        attn_drop (float): See :class:`SpatialReductionAttention`.
+            Default: 0.
+        act_cfg (dict | None): See :class:`Mlp`. Default: None.
+        norm_cfg (dict | None): Every norm of the block, see
+            :func:`layer_norm`; None: the reference's, eps 1e-6 here.
+            Default: None.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int,

@@ -57,9 +57,26 @@ SPM_MERGES = (1, 2, 3)
 
 def check_spm_stages(owner: str, spm_stages: Sequence[int],
                      num_merges: int = len(SPM_MERGES)) -> tuple[int, ...]:
-    """``spm_stages`` (the merges that are SPM, numbered 1..``num_merges``)
-    as a sorted tuple; entries out of range, repeated or not integers are
-    refused, naming the range."""
+    """Check ``spm_stages`` and return it as a sorted tuple.
+
+    Entries out of range, repeated or not integers are refused, naming the
+    range.
+
+    Args:
+        owner (str): The name of the caller, used in error messages.
+        spm_stages (Sequence[int]): The merges that are SPM, numbered
+            1..``num_merges`` (merge k leads into stage k + 1; ``()`` for
+            none).
+        num_merges (int): The number of merges. Default: ``len(SPM_MERGES)``
+            (3).
+
+    Returns:
+        tuple[int, ...]: ``spm_stages`` as a sorted tuple.
+
+    Raises:
+        TypeError: If ``spm_stages`` is not a list or tuple.
+        ValueError: If an entry is out of range, repeated or not an integer.
+    """
     merges = tuple(range(1, num_merges + 1))
     if isinstance(spm_stages, int) or not isinstance(spm_stages, (list, tuple)):
         raise TypeError(f'{owner}: spm_stages must be a list or tuple of merge numbers in '
@@ -84,12 +101,27 @@ VARIANT_ARGS = ('spm_stages', 'gle', 'guide', 'guide_kernel_size')
 def variant_token(spm_stages: Optional[Sequence[int]] = SPM_MERGES, gle: str = 'attention',
                   guide: str = 'gtg',
                   guide_kernel_size: int = DEFAULT_GUIDE_KERNEL_SIZE) -> str:
-    """The config-name suffix of an ablation variant: '' for the reference
-    (the defaults; ``spm_stages=None`` is every merge, as SPM-Swin and
-    SPM-PVTv2 default it), else one part per option that differs, in this
-    order: ``-spm1``, ``-spm12``, ``-spm3``, ... (the SPM merges; ``-nospm``
-    for none), ``-gle-conv`` / ``-gle-avgpool``, ``-guide-cls`` /
-    ``-guide-gap``, ``-gtg3`` (guide kernel size)."""
+    """The config-name suffix of an ablation variant.
+
+    The suffix is '' for the reference (the defaults), else one part per
+    option that differs, in this order: ``-spm1``, ``-spm12``, ``-spm3``, ...
+    (the SPM merges; ``-nospm`` for none), ``-gle-conv`` / ``-gle-avgpool``,
+    ``-guide-cls`` / ``-guide-gap``, ``-gtg3`` (guide kernel size).
+
+    Args:
+        spm_stages (Sequence[int] | None): The merges that are SPM;
+            ``None`` is every merge, as SPM-Swin and SPM-PVTv2 default it.
+            Default: ``SPM_MERGES`` (1, 2, 3).
+        gle (str): What takes GLE's place (one of :data:`GLE_TYPES`).
+            Default: 'attention'.
+        guide (str): GLE's query token (one of :data:`GUIDE_TYPES`).
+            Default: 'gtg'.
+        guide_kernel_size (int): The kernel size of the guide token
+            generator. Default: ``DEFAULT_GUIDE_KERNEL_SIZE`` (7).
+
+    Returns:
+        str: The config-name suffix; '' for the reference.
+    """
     parts = []
     stages = SPM_MERGES if spm_stages is None else tuple(sorted(spm_stages))
     if stages != SPM_MERGES:
@@ -104,11 +136,23 @@ def variant_token(spm_stages: Optional[Sequence[int]] = SPM_MERGES, gle: str = '
 
 
 def check_variant(owner: str, gle: str, guide: str, guide_kernel_size: int) -> None:
-    """Refuse an SPM ablation variant that does not exist or says nothing:
-    an unknown ``gle``/``guide``, an even or non-positive
+    """Refuse an SPM ablation variant that does not exist or says nothing.
+
+    Refused are: an unknown ``gle``/``guide``, an even or non-positive
     ``guide_kernel_size``, a guide option without GLE's attention (``gle``
     'conv' or 'avgpool' have no guide token) or a kernel size without the
-    guide token generator (``guide`` 'cls' or 'gap' have none)."""
+    guide token generator (``guide`` 'cls' or 'gap' have none).
+
+    Args:
+        owner (str): The name of the caller, used in error messages.
+        gle (str): What takes GLE's place, one of :data:`GLE_TYPES`.
+        guide (str): GLE's query token, one of :data:`GUIDE_TYPES`.
+        guide_kernel_size (int): The kernel size of the guide token
+            generator; a positive odd integer.
+
+    Raises:
+        ValueError: If the variant does not exist or says nothing.
+    """
     if gle not in GLE_TYPES:
         raise ValueError(f'{owner}: unknown gle={gle!r}; choose one of {GLE_TYPES}.')
     if guide not in GUIDE_TYPES:
@@ -132,18 +176,36 @@ _is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.i
 
 
 def is_capturing() -> bool:
-    """Whether the forward pass is being captured into a graph rather than
-    run: ``torch.compile`` / ``torch.export`` (dynamo), ``torch.jit.trace``
-    or ``torch.onnx.export``."""
+    """Whether the forward pass is being captured into a graph rather than run.
+
+    Capturing is ``torch.compile`` / ``torch.export`` (dynamo),
+    ``torch.jit.trace`` or ``torch.onnx.export``.
+
+    Returns:
+        bool: True while the forward pass is being captured.
+    """
     return _is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def select_path(device: torch.device, requested: str = 'auto') -> str:
-    """GLE's path for a map on ``device``: ``requested`` unless it is 'auto'
-    (the default); then 'chunked' in eager mode on a CPU, where cache-sized
-    chunks are about twice as fast, and 'whole' otherwise: on GPUs a chunk
-    loop is launch-bound, and a captured graph must not depend on the input
-    size (the chunk count does)."""
+    """GLE's path for a map on ``device``.
+
+    The path is ``requested`` unless it is 'auto'; then 'chunked' in eager
+    mode on a CPU, where cache-sized chunks are about twice as fast, and
+    'whole' otherwise: on GPUs a chunk loop is launch-bound, and a captured
+    graph must not depend on the input size (the chunk count does).
+
+    Args:
+        device (torch.device): The device of the map.
+        requested (str): The requested path, one of :data:`SPM_PATHS`.
+            Default: 'auto'.
+
+    Returns:
+        str: 'chunked' or 'whole'.
+
+    Raises:
+        ValueError: If ``requested`` is not one of :data:`SPM_PATHS`.
+    """
     if requested not in SPM_PATHS:
         raise ValueError(f'Unknown SPM path {requested!r}; choose one of {SPM_PATHS}.')
     if requested != 'auto':
@@ -152,8 +214,16 @@ def select_path(device: torch.device, requested: str = 'auto') -> str:
 
 
 def set_spm_path(module: nn.Module, path: str) -> None:
-    """Make every GLE in ``module`` take ``path`` (one of :data:`SPM_PATHS`;
-    'auto', the default of every GLE, restores :func:`select_path`'s choice)."""
+    """Make every GLE in ``module`` take ``path``.
+
+    Args:
+        module (nn.Module): The module whose GLEs are set.
+        path (str): One of :data:`SPM_PATHS`; 'auto', the default of every
+            GLE, restores :func:`select_path`'s choice.
+
+    Raises:
+        ValueError: If ``path`` is not one of :data:`SPM_PATHS`.
+    """
     select_path(torch.device('cpu'), path)  # validates
     for m in module.modules():
         if isinstance(m, GuidedLocalEnhancement):
@@ -167,6 +237,14 @@ class MultiScaleAggregation(nn.Module):
     a depth-wise convolution of its own kernel size; the heads are shuffled so
     that every group of the grouped 1x1 ``proj.0`` sees one channel of each
     scale, then ``proj`` = 1x1 grouped conv, BN, GELU, 1x1 conv.
+
+    Args:
+        in_channels (int): The number of input channels; must be divisible
+            by the number of scales (``len(kernel_sizes)``), else
+            ``ValueError`` is raised.
+        out_channels (int): The number of output channels.
+        kernel_sizes (Sequence[int]): The depth-wise kernel size of each
+            head. Default: ``KERNEL_SIZES`` (3, 5, 7, 9).
     """
 
     def __init__(self,
@@ -236,16 +314,23 @@ class GuidedLocalEnhancement(nn.Module):
     returned as an NCHW-shaped view of channels-last memory, so flattening it
     to tokens costs nothing.
 
-    ``guide`` (default 'gtg', the reference): the window's query token.
-    'gtg': the guide token generator above (``gtg.{0,2}``), kernel
-    ``guide_kernel_size`` (default 7, odd, padding ``k // 2``); 'cls': one
-    learnt token ``cls_token`` (1, 1, C), the same for every window (a ViT
-    class token); 'gap': the mean of the window's pixels inside the map (no
-    parameters). Everything after the query token is the same for all three.
+    The attribute ``path`` (default 'auto') sets how the windows are
+    processed, see :func:`select_path` and :func:`set_spm_path`; both paths
+    compute the same function.
 
-    ``path`` (attribute, default 'auto'): how the windows are processed, see
-    :func:`select_path` and :func:`set_spm_path`; both paths compute the same
-    function.
+    Args:
+        channels (int): The number of channels C; must be divisible by
+            ``num_heads``, else ``ValueError`` is raised.
+        num_heads (int): The number of attention heads. Default: 8.
+        guide_kernel_size (int): The kernel of the guide token generator
+            (``guide='gtg'`` only); odd, padding ``k // 2``. Default: 7.
+        guide (str): The window's query token. 'gtg' (the reference): the
+            guide token generator above (``gtg.{0,2}``), kernel
+            ``guide_kernel_size``; 'cls': one learnt token ``cls_token``
+            (1, 1, C), the same for every window (a ViT class token); 'gap':
+            the mean of the window's pixels inside the map (no parameters).
+            Everything after the query token is the same for all three.
+            Default: 'gtg'.
     """
 
     # Size of one window chunk's (windows, heads, C) intermediates.
@@ -381,12 +466,19 @@ class GuidedLocalEnhancement(nn.Module):
 
 
 def pad_to_multiple(x: Tensor, multiple: Union[int, tuple[int, int]]) -> Tensor:
-    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``
-    (one for both sides, or height's and width's).
+    """Zero-pad an NCHW map at the bottom/right to a multiple of ``multiple``.
 
     Padded always (by 0 when the size is a multiple) and with floor divisions,
     not ``%``: no Python branch on the size, so a captured graph (compile,
     export) holds for every size, and inductor's symbolic shapes take it.
+
+    Args:
+        x (Tensor): The NCHW map.
+        multiple (int | tuple[int, int]): One multiple for both sides, or
+            height's and width's.
+
+    Returns:
+        Tensor: The padded map.
     """
     mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     H, W = x.shape[-2:]
@@ -396,13 +488,19 @@ def pad_to_multiple(x: Tensor, multiple: Union[int, tuple[int, int]]) -> Tensor:
 
 
 class WindowReduction(nn.Module):
-    """What takes GLE's place in the paper's GLE ablation:
-    ``(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))`` by ``kind`` 'conv' (a
-    2x2 stride-2 convolution ``conv``, C -> C with bias; odd sides are
-    zero-padded at the bottom/right first, as the stage-1 embedding does)
-    or 'avgpool' (2x2 average pooling, no parameters; a border window averages
-    its pixels inside the map), then LayerNorm ``norm1`` (eps 1e-5) as GLE
-    ends. Returned as an NCHW view of channels-last memory, as GLE's.
+    """What takes GLE's place in the paper's GLE ablation.
+
+    ``(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))`` by ``kind``, then
+    LayerNorm ``norm1`` (eps 1e-5) as GLE ends. Returned as an NCHW view of
+    channels-last memory, as GLE's.
+
+    Args:
+        channels (int): The number of channels C.
+        kind (str): 'conv' (a 2x2 stride-2 convolution ``conv``, C -> C with
+            bias; odd sides are zero-padded at the bottom/right first, as the
+            stage-1 embedding does) or 'avgpool' (2x2 average pooling, no
+            parameters; a border window averages its pixels inside the map).
+            Anything else raises ``ValueError``.
     """
 
     def __init__(self, channels: int, kind: str) -> None:
@@ -430,11 +528,20 @@ class StepwisePatchMerging(nn.Module):
     implementation except ``msa.local_convs.{0..3}`` for its
     ``msa.local_conv_{3,5,7,9}`` and ``gle.qkv`` for its ``gle.attn.qkv``.
 
-    The paper's ablations (defaults: the reference; see
-    docs/reference_model.md): ``gle`` 'attention' (GLE), 'conv' or 'avgpool'
-    (:class:`WindowReduction` as ``gle``); ``guide`` and
-    ``guide_kernel_size``: GLE's query token, see
-    :class:`GuidedLocalEnhancement` (with ``gle='attention'`` only).
+    ``gle``, ``guide`` and ``guide_kernel_size`` are the paper's ablations
+    (defaults: the reference; see docs/reference_model.md).
+
+    Args:
+        in_channels (int): The number of input channels.
+        out_channels (int): The number of output channels.
+        num_heads (int): GLE's number of attention heads. Default: 8.
+        gle (str): 'attention' (GLE), 'conv' or 'avgpool'
+            (:class:`WindowReduction` as ``gle``). Default: 'attention'.
+        guide (str): GLE's query token, see :class:`GuidedLocalEnhancement`
+            (with ``gle='attention'`` only). Default: 'gtg'.
+        guide_kernel_size (int): The kernel of GLE's guide token generator,
+            see :class:`GuidedLocalEnhancement` (with ``gle='attention'``
+            only). Default: 7.
     """
 
     def __init__(self, in_channels: int, out_channels: int,
@@ -466,15 +573,28 @@ class StepwisePatchMerging(nn.Module):
 
 
 class TokenStepwisePatchMerging(StepwisePatchMerging):
-    """:class:`StepwisePatchMerging` with the token interface of mmcv's
-    ``PatchMerging`` and ``PatchEmbed``, to take their place in a transformer
-    backbone with the same parameters as :class:`StepwisePatchMerging`.
+    """:class:`StepwisePatchMerging` with a token interface.
+
+    The interface is that of mmcv's ``PatchMerging`` and ``PatchEmbed``, to
+    take their place in a transformer backbone with the same parameters as
+    :class:`StepwisePatchMerging`.
 
     ``forward(x, hw_shape)`` takes tokens ``(B, H*W, in_channels)`` and their
     ``(H, W)`` (as ``PatchMerging``), or without ``hw_shape`` an NCHW map (as
     ``PatchEmbed``); it returns tokens ``(B, H'*W', out_channels)`` and
     ``(H', W') = (ceil(H/2), ceil(W/2))``. Tokens are read and written as
     channels-last maps, so neither conversion copies.
+
+    Args:
+        in_channels (int): The number of input channels.
+        out_channels (int): The number of output channels.
+        num_heads (int): GLE's number of attention heads. Default: 8.
+        gle (str): 'attention', 'conv' or 'avgpool', see
+            :class:`StepwisePatchMerging`. Default: 'attention'.
+        guide (str): GLE's query token, see :class:`GuidedLocalEnhancement`.
+            Default: 'gtg'.
+        guide_kernel_size (int): The kernel of GLE's guide token generator.
+            Default: 7.
     """
 
     def forward(self, x: Tensor,
@@ -491,11 +611,16 @@ class TokenStepwisePatchMerging(StepwisePatchMerging):
 
 
 def reference_init(module: nn.Module) -> None:
-    """The SPM reference's initialisation of every layer in ``module``:
+    """The SPM reference's initialisation of every layer in ``module``.
+
     Linear weights truncated normal (std 0.02), convolutions normal with std
     ``sqrt(2 / fan_out)``, biases zero, norm layers weight 1 and bias 0; the
     class token of GLE's ``guide='cls'`` variant truncated normal (std 0.02),
-    as ViT's and the backbone's cls tokens."""
+    as ViT's and the backbone's cls tokens.
+
+    Args:
+        module (nn.Module): The module whose layers are initialised in place.
+    """
     for m in module.modules():
         if isinstance(m, GuidedLocalEnhancement) and m.guide == 'cls':
             trunc_normal_(m.cls_token, std=.02)

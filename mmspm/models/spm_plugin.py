@@ -21,10 +21,13 @@ InitCfg = Union[dict, Sequence[dict], None]
 
 
 class CheckpointedSPM(TokenStepwisePatchMerging):
-    """:class:`TokenStepwisePatchMerging` that, with ``with_cp = True``
-    (default False), recomputes its activations in the backward pass instead
-    of keeping them (``torch.utils.checkpoint``), as the upstream blocks do
-    with their ``with_cp``."""
+    """:class:`TokenStepwisePatchMerging` that can recompute its activations.
+
+    With the attribute ``with_cp = True`` (default False) it recomputes its
+    activations in the backward pass instead of keeping them
+    (``torch.utils.checkpoint``), as the upstream blocks do with their
+    ``with_cp``. It takes the arguments of :class:`TokenStepwisePatchMerging`.
+    """
 
     with_cp: bool = False
 
@@ -36,9 +39,17 @@ class CheckpointedSPM(TokenStepwisePatchMerging):
 
 
 def init_cfg_list(init_cfg: InitCfg, owner: str) -> list[dict]:
-    """``init_cfg`` as mmengine reads it (None, a dict or a list of dicts,
-    each with a ``type``) as a list; anything else is refused, naming the
-    form expected."""
+    """``init_cfg`` as mmengine reads it, as a list.
+
+    Args:
+        init_cfg (dict | Sequence[dict] | None): None, a dict or a list of
+            dicts, each with a ``type``; anything else is refused
+            (``TypeError``), naming the form expected.
+        owner (str): The name of the caller, used in the error message.
+
+    Returns:
+        list[dict]: The entries of ``init_cfg``.
+    """
     cfgs = [] if init_cfg is None else [init_cfg] if isinstance(init_cfg, dict) else init_cfg
     if not isinstance(cfgs, (list, tuple)) or not all(
             isinstance(c, dict) and 'type' in c for c in cfgs):
@@ -48,13 +59,33 @@ def init_cfg_list(init_cfg: InitCfg, owner: str) -> list[dict]:
 
 
 def is_pretrained(cfg: dict) -> bool:
+    """Whether an ``init_cfg`` entry loads a checkpoint.
+
+    Args:
+        cfg (dict): The entry.
+
+    Returns:
+        bool: True for the types 'Pretrained' and 'PretrainedInit'.
+    """
     return cfg['type'] in ('Pretrained', 'PretrainedInit')
 
 
 def with_prefix(state: 'OrderedDict[str, Tensor]', prefix: str,
                 filename: str) -> 'OrderedDict[str, Tensor]':
-    """The entries of ``state`` under ``prefix`` (a trailing dot added as
-    mmengine's ``PretrainedInit`` adds it), prefix removed."""
+    """The entries of ``state`` under ``prefix``, prefix removed.
+
+    Args:
+        state (OrderedDict[str, Tensor]): The state dict.
+        prefix (str): The prefix; a trailing dot is added as mmengine's
+            ``PretrainedInit`` adds it.
+        filename (str): The checkpoint's name, used in the error message.
+
+    Returns:
+        OrderedDict[str, Tensor]: The entries under ``prefix``.
+
+    Raises:
+        CheckpointError: If ``state`` has no tensors under ``prefix``.
+    """
     prefix = prefix if prefix.endswith('.') else prefix + '.'
     sub = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
     if not sub:
@@ -118,8 +149,17 @@ class SPMPluginMixin:
         return tuple(super().forward(x))
 
     def train(self, mode: bool = True):
-        """Train mode but for the frozen stages (``frozen_stages``) and, with
-        ``norm_eval``, the BatchNorms (SPM's)."""
+        """Train mode but for the frozen stages and, with ``norm_eval``, the BatchNorms.
+
+        The frozen stages are those ``frozen_stages`` names; the BatchNorms
+        are SPM's.
+
+        Args:
+            mode (bool): Train mode if True, else eval mode. Default: True.
+
+        Returns:
+            The module itself.
+        """
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -150,13 +190,19 @@ class SPMPluginMixin:
             self.init_cfg = init_cfg
 
     def init_weights(self) -> None:
-        """Initialise as ``init_cfg`` says, as mmengine documents it (a dict or
-        a list of dicts): without a ``Pretrained`` entry the upstream scheme
-        and the SPM reference's for the SPM layers, then every other entry
-        (Kaiming, TruncNormal, Constant, ...) on the layers it names, then the
-        ``Pretrained`` checkpoint (with its ``prefix``) over all of them
-        (:meth:`load_pretrained`). SPM layers that neither names keep the SPM
-        reference's initialisation."""
+        """Initialise as ``init_cfg`` says, as mmengine documents it.
+
+        ``init_cfg`` is a dict or a list of dicts: without a ``Pretrained``
+        entry the upstream scheme and the SPM reference's for the SPM layers,
+        then every other entry (Kaiming, TruncNormal, Constant, ...) on the
+        layers it names, then the ``Pretrained`` checkpoint (with its
+        ``prefix``) over all of them (:meth:`load_pretrained`). SPM layers
+        that neither names keep the SPM reference's initialisation.
+
+        Raises:
+            ValueError: If ``init_cfg`` names more than one ``Pretrained``
+                checkpoint.
+        """
         cfgs = init_cfg_list(self.init_cfg, type(self).__name__)
         pretrained = [c for c in cfgs if is_pretrained(c)]
         if len(pretrained) > 1:
@@ -175,14 +221,27 @@ class SPMPluginMixin:
         self._is_init = True
 
     def load_pretrained(self, filename: str, prefix: Optional[str] = None) -> list[str]:
-        """Load a checkpoint of the upstream model (or of this one): bare, with
-        ``backbone.`` keys (detector, segmentor, classifier), under ``prefix``
-        if given, or in the upstream authors' layout. Every tensor but the SPM
-        layers' must be in it, with this model's shape, except buffers the
-        model recomputes (skipped, also when present); tables of another
-        window size are resized (:meth:`_fit_to_model`). The SPM layers not in
-        it keep their values from before the load. Returns (and logs) the
-        keys left out."""
+        """Load a checkpoint of the upstream model (or of this one).
+
+        The checkpoint is bare, with ``backbone.`` keys (detector, segmentor,
+        classifier), under ``prefix`` if given, or in the upstream authors'
+        layout. Every tensor but the SPM layers' must be in it, with this
+        model's shape, except buffers the model recomputes (skipped, also when
+        present); tables of another window size are resized
+        (:meth:`_fit_to_model`). The SPM layers not in it keep their values
+        from before the load. The keys left out are logged too.
+
+        Args:
+            filename (str): The checkpoint.
+            prefix (str | None): If given, only the checkpoint's tensors under
+                ``prefix`` (removed) are loaded. Default: None.
+
+        Returns:
+            list[str]: The keys left out.
+
+        Raises:
+            CheckpointError: If the checkpoint does not fit the model.
+        """
         name = type(self).__name__
         state = unwrap(load_checkpoint(filename))
         state = with_prefix(state, prefix, filename) if prefix else backbone_of(state)
@@ -241,12 +300,23 @@ class SPMPluginMixin:
         raise NotImplementedError
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple[int, int]:
-        """The layer-wise depth of a parameter and the number of depths, for
-        mmpretrain's ``LearningRateDecayOptimWrapperConstructor``: as
+        """The layer-wise depth of a parameter and the number of depths.
+
+        For mmpretrain's ``LearningRateDecayOptimWrapperConstructor``: as
         mmpretrain's ``SwinTransformer.get_layer_depth``, the stem first (0),
         then one depth per block, a downsampling layer (SPM) at the depth of
         the block before it, and the rest (output norms; names outside
-        ``prefix``, as the head) at ``num_layers - 1``."""
+        ``prefix``, as the head) at ``num_layers - 1``.
+
+        Args:
+            param_name (str): The name of the parameter.
+            prefix (str): The prefix of the backbone's parameter names.
+                Default: ''.
+
+        Returns:
+            tuple[int, int]: The layer depth of the parameter and
+            ``num_layers``.
+        """
         depths = self._stage_depths()
         num_layers = sum(depths) + 2
         if not param_name.startswith(prefix):

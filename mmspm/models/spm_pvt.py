@@ -37,94 +37,116 @@ class SPMPVT(BaseModule):
     ``guide_kernel_size``; their defaults are the reference model, tensor for
     tensor. A model with ``spm_stages=()`` is PVT v1.
 
-    Args:
-        arch: 'tiny', 'small', 'medium', 'large' (or 't', 's', 'm', 'l'), or
-            a dict with the keys ``embed_dims``, ``num_heads``,
-            ``mlp_ratios``, ``depths`` and ``sr_ratios`` (four entries each).
-            Defaults to 'tiny'; the PVT v1 arguments below replace its fields.
-        in_channels: Image channels. Defaults to 3.
-        out_indices: Stages whose outputs are returned. Defaults to all four.
-        drop_rate: Dropout after the position embedding, after the attention
-            and in the MLP. Defaults to 0.
-        drop_path_rate: Stochastic depth, increasing linearly over all
-            blocks. Defaults to 0.1.
-        with_cls_token: The reference classification forward: a cls token in
-            stage 4 and a final LayerNorm; the stage-4 output is then the
-            normed cls token ``(B, C4)`` for mmpretrain's ``LinearClsHead``.
-            Otherwise (dense mode, the default) every output is an NCHW map,
-            strides 4/8/16/32.
-        frozen_stages: Stages 1..n are frozen (patch embedding, position
-            embedding, blocks; eval mode, no gradients) from construction on;
-            0 freezes only stage 1's patch and position embedding; -1 (the
-            default) freezes nothing.
-        norm_eval: Keep the BatchNorm layers (in SPM) in eval mode while
-            training. Defaults to False.
-        init_cfg: None (the default: the reference initialisation), or a
-            dict or a list of dicts as mmengine documents: Kaiming,
-            TruncNormal, Constant, ... apply to the layers they name, over
-            the reference initialisation; ``dict(type='Pretrained',
-            checkpoint=..., prefix=None, from_pvt_v1=False)`` loads a
-            checkpoint over all of them (:meth:`load_pretrained`). A dict
-            with ``checkpoint`` and no ``type`` (mmdet's PVT configs) is a
-            ``Pretrained`` one.
-        with_cp: Recompute the activations of the blocks and the SPM layers
-            in the backward pass instead of keeping them
-            (``torch.utils.checkpoint``). Defaults to False.
-        pretrain_img_size: The (square) input size the position embeddings
-            are learnt for. Defaults to 224.
-        embed_dims: mmdet's base width: stage ``i`` is ``embed_dims *
-            num_heads[i]`` wide (when this or ``num_heads`` is given; the
-            base defaults to 64). Defaults to None: the arch's widths.
-        num_layers, num_heads, mlp_ratios, sr_ratios: Blocks, attention
-            heads, MLP ratios and spatial-reduction ratios per stage.
-            Default None: the arch's.
-        qkv_bias: Biases of the blocks' ``q`` and ``kv`` projections.
-            Defaults to True.
-        attn_drop_rate: Dropout on the blocks' attention weights. Defaults
-            to 0.
-        act_cfg: The MLPs' activation (mmcv). Defaults to GELU.
-        norm_cfg: Every LayerNorm of the PVT part (stage-1 embedding, blocks,
-            spatial reduction, final norm), as mmdet's ``norm_cfg`` (e.g.
-            ``dict(type='LN', eps=1e-6)``). Defaults to None: the reference's
-            (eps 1e-6 in the blocks and the final norm, 1e-5 in the stage-1
-            embedding and after the spatial reduction). SPM's own norms stay.
-        num_stages, patch_sizes, strides, paddings, use_abs_pos_embed,
-            norm_after_stage, use_conv_ffn: mmdet's; only the values SPM-PVT
-            has are possible (4, [4, 2, 2, 2], [4, 2, 2, 2], [0, 0, 0, 0],
-            True, False, False: the defaults); others are refused, naming why.
-        pretrained: mmdet's deprecated path of a checkpoint: a ``Pretrained``
-            ``init_cfg``. Defaults to None.
-        convert_weights: mmdet's switch for converting the PVT authors'
-            layout. SPMPVT recognises the layout of what it loads (SPM-PVT's
-            authors', mmspm's, PVT v1's official and mmdet's) and converts
-            whenever needed, so both values load the same. Defaults to True.
-        spm_stages: The merges that are SPM, numbered as the paper's
-            ablation counts them ("stage 1/2/3"): merge ``k`` (1, 2 or 3)
-            leads into stage ``k + 1``, so it is ``patch_embeds.{k}``. The
-            other merges are PVT v1's patch embedding (2x2 stride-2 conv with
-            bias + LayerNorm after ``norm_cfg``, as stage 1's; parameters
-            ``patch_embeds.{k}.proj.*`` and ``.norm.*``, filled by a PVT v1
-            checkpoint with ``from_pvt_v1``). Defaults to (1, 2, 3); ``()``
-            is PVT v1.
-        gle: What halves the map after MSA in the SPM merges: 'attention'
-            (the default: Guided Local Enhancement), 'conv' (a 2x2 stride-2
-            convolution C -> C with bias, ``gle.conv.*``) or 'avgpool' (2x2
-            average pooling); both replacements end with GLE's LayerNorm
-            ``gle.norm1`` (the paper leaves it open; mmspm keeps it).
-        guide: GLE's query token per window: 'gtg' (the default: the guide
-            token generator, ``gle.gtg.*``), 'cls' (one learnt token per
-            merge, the same for every window, ``gle.cls_token`` (1, 1, C),
-            truncated-normal init std 0.02) or 'gap' (the mean of the
-            window's pixels inside the map; no parameters). Only with
-            ``gle='attention'``.
-        guide_kernel_size: The kernel of the guide token generator's
-            depth-wise stride-2 convolution (odd; padding ``k // 2``).
-            Defaults to 7. Only with ``guide='gtg'``.
-
     Parameter names map the authors' checkpoint layout by renaming alone:
     ``patch_embed{i}.(spm.)`` -> ``patch_embeds.{i-1}.``, ``pos_embed{i}`` ->
     ``pos_embeds.{i-1}``, ``block{i}.`` -> ``stages.{i-1}.``, plus the two SPM
     renames documented in :class:`StepwisePatchMerging`.
+
+    Args:
+        arch (str | dict): 'tiny', 'small', 'medium', 'large' (or 't', 's',
+            'm', 'l'), or a dict with the keys ``embed_dims``, ``num_heads``,
+            ``mlp_ratios``, ``depths`` and ``sr_ratios`` (four entries each).
+            The PVT v1 arguments below replace its fields. Default: 'tiny'.
+        in_channels (int): Image channels. Default: 3.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+            Default: (0, 1, 2, 3), all four.
+        drop_rate (float): Dropout after the position embedding, after the
+            attention and in the MLP. Default: 0.
+        drop_path_rate (float): Stochastic depth, increasing linearly over
+            all blocks. Default: 0.1.
+        with_cls_token (bool): The reference classification forward: a cls
+            token in stage 4 and a final LayerNorm; the stage-4 output is then
+            the normed cls token ``(B, C4)`` for mmpretrain's
+            ``LinearClsHead``. Otherwise (dense mode, the default) every
+            output is an NCHW map, strides 4/8/16/32. Default: False.
+        frozen_stages (int): Stages 1..n are frozen (patch embedding,
+            position embedding, blocks; eval mode, no gradients) from
+            construction on; 0 freezes only stage 1's patch and position
+            embedding; -1 freezes nothing. Default: -1.
+        norm_eval (bool): Keep the BatchNorm layers (in SPM) in eval mode
+            while training. Default: False.
+        init_cfg (dict | list[dict] | None): None (the reference
+            initialisation), or a dict or a list of dicts as mmengine
+            documents: Kaiming, TruncNormal, Constant, ... apply to the layers
+            they name, over the reference initialisation;
+            ``dict(type='Pretrained', checkpoint=..., prefix=None,
+            from_pvt_v1=False)`` loads a checkpoint over all of them
+            (:meth:`load_pretrained`). A dict with ``checkpoint`` and no
+            ``type`` (mmdet's PVT configs) is a ``Pretrained`` one.
+            Default: None.
+        with_cp (bool): Recompute the activations of the blocks and the SPM
+            layers in the backward pass instead of keeping them
+            (``torch.utils.checkpoint``). Default: False.
+        pretrain_img_size (int): The (square) input size the position
+            embeddings are learnt for. Default: 224.
+        embed_dims (int | None): mmdet's base width: stage ``i`` is
+            ``embed_dims * num_heads[i]`` wide (when this or ``num_heads`` is
+            given; the base defaults to 64). None: the arch's widths.
+            Default: None.
+        num_layers (Sequence[int] | None): Blocks per stage. None: the
+            arch's. Default: None.
+        num_heads (Sequence[int] | None): Attention heads per stage. None:
+            the arch's. Default: None.
+        mlp_ratios (Sequence[int] | None): MLP ratios per stage. None: the
+            arch's. Default: None.
+        sr_ratios (Sequence[int] | None): Spatial-reduction ratios per stage.
+            None: the arch's. Default: None.
+        qkv_bias (bool): Biases of the blocks' ``q`` and ``kv`` projections.
+            Default: True.
+        attn_drop_rate (float): Dropout on the blocks' attention weights.
+            Default: 0.
+        act_cfg (dict | None): The MLPs' activation (mmcv). None: GELU.
+            Default: None.
+        norm_cfg (dict | None): Every LayerNorm of the PVT part (stage-1
+            embedding, blocks, spatial reduction, final norm), as mmdet's
+            ``norm_cfg`` (e.g. ``dict(type='LN', eps=1e-6)``). None: the
+            reference's (eps 1e-6 in the blocks and the final norm, 1e-5 in
+            the stage-1 embedding and after the spatial reduction). SPM's own
+            norms stay. Default: None.
+        num_stages (int): mmdet's; only 4 is possible, others are refused,
+            naming why. Default: 4.
+        patch_sizes (Sequence[int]): mmdet's; only (4, 2, 2, 2) is possible,
+            others are refused, naming why. Default: (4, 2, 2, 2).
+        strides (Sequence[int]): mmdet's; only (4, 2, 2, 2) is possible,
+            others are refused, naming why. Default: (4, 2, 2, 2).
+        paddings (Sequence[int]): mmdet's; only (0, 0, 0, 0) is possible,
+            others are refused, naming why. Default: (0, 0, 0, 0).
+        use_abs_pos_embed (bool): mmdet's; only True is possible, False is
+            refused, naming why. Default: True.
+        norm_after_stage (bool): mmdet's; only False is possible, True is
+            refused, naming why. Default: False.
+        use_conv_ffn (bool): mmdet's; only False is possible, True is
+            refused, naming why. Default: False.
+        pretrained (str | None): mmdet's deprecated path of a checkpoint: a
+            ``Pretrained`` ``init_cfg``. Default: None.
+        convert_weights (bool): mmdet's switch for converting the PVT
+            authors' layout. SPMPVT recognises the layout of what it loads
+            (SPM-PVT's authors', mmspm's, PVT v1's official and mmdet's) and
+            converts whenever needed, so both values load the same.
+            Default: True.
+        spm_stages (Sequence[int]): The merges that are SPM, numbered as the
+            paper's ablation counts them ("stage 1/2/3"): merge ``k`` (1, 2
+            or 3) leads into stage ``k + 1``, so it is ``patch_embeds.{k}``.
+            The other merges are PVT v1's patch embedding (2x2 stride-2 conv
+            with bias + LayerNorm after ``norm_cfg``, as stage 1's; parameters
+            ``patch_embeds.{k}.proj.*`` and ``.norm.*``, filled by a PVT v1
+            checkpoint with ``from_pvt_v1``); ``()`` is PVT v1.
+            Default: (1, 2, 3).
+        gle (str): What halves the map after MSA in the SPM merges:
+            'attention' (Guided Local Enhancement), 'conv' (a 2x2 stride-2
+            convolution C -> C with bias, ``gle.conv.*``) or 'avgpool' (2x2
+            average pooling); both replacements end with GLE's LayerNorm
+            ``gle.norm1`` (the paper leaves it open; mmspm keeps it).
+            Default: 'attention'.
+        guide (str): GLE's query token per window: 'gtg' (the guide token
+            generator, ``gle.gtg.*``), 'cls' (one learnt token per merge, the
+            same for every window, ``gle.cls_token`` (1, 1, C),
+            truncated-normal init std 0.02) or 'gap' (the mean of the
+            window's pixels inside the map; no parameters). Only with
+            ``gle='attention'``. Default: 'gtg'.
+        guide_kernel_size (int): The kernel of the guide token generator's
+            depth-wise stride-2 convolution (odd; padding ``k // 2``). Only
+            with ``guide='gtg'``. Default: 7.
     """
 
     def __init__(self,
@@ -287,20 +309,28 @@ class SPMPVT(BaseModule):
 
     def load_pretrained(self, filename: str, from_pvt_v1: bool = False,
                         prefix: Optional[str] = None) -> tuple[list[str], list[str]]:
-        """Load a checkpoint of any layout :func:`.spm_pvt_checkpoints.detect_layout`
-        knows from anything mmengine's CheckpointLoader reads (paths, URLs,
-        schemes); with ``prefix`` (default None), only its tensors under
-        ``prefix`` (removed), as mmengine's ``Pretrained`` init reads them.
+        """Load a checkpoint of any layout the backbone knows.
 
-        ``from_pvt_v1``: the checkpoint is PVT v1's (official or mmdet layout,
-        see :func:`.spm_pvt_checkpoints.convert_pvt_v1`); every tensor SPM-PVT
-        shares with it is loaded and the SPM layers keep their values from
-        before the load. Without it a PVT v1 checkpoint is refused, so that
-        one given by mistake for an SPM-PVT one does not leave the SPM layers
-        untrained unnoticed.
+        The layouts are those :func:`.spm_pvt_checkpoints.detect_layout`
+        knows, read from anything mmengine's CheckpointLoader reads (paths,
+        URLs, schemes). The missing and the unexpected keys are logged too;
+        missing tensors keep their values from before the load.
 
-        Returns (and logs) the missing and the unexpected keys; missing
-        tensors keep their values from before the load.
+        Args:
+            filename (str): The checkpoint.
+            from_pvt_v1 (bool): The checkpoint is PVT v1's (official or mmdet
+                layout, see :func:`.spm_pvt_checkpoints.convert_pvt_v1`);
+                every tensor SPM-PVT shares with it is loaded and the SPM
+                layers keep their values from before the load. Without it a
+                PVT v1 checkpoint is refused, so that one given by mistake for
+                an SPM-PVT one does not leave the SPM layers untrained
+                unnoticed. Default: False.
+            prefix (str | None): If given, only the checkpoint's tensors under
+                ``prefix`` (removed) are loaded, as mmengine's ``Pretrained``
+                init reads them. Default: None.
+
+        Returns:
+            tuple[list[str], list[str]]: The missing and the unexpected keys.
         """
         state = unwrap(load_checkpoint(filename))
         if prefix:
@@ -331,14 +361,21 @@ class SPMPVT(BaseModule):
         return missing, unexpected
 
     def init_weights(self) -> None:
-        """Initialise as ``init_cfg`` says, as mmengine documents it (a dict or
-        a list of dicts): the reference initialisation first (the SPM
-        reference's for every layer, position embeddings and cls token
-        truncated normal, std 0.02), then every entry but ``Pretrained``
-        (Kaiming, TruncNormal, Constant, ...) on the layers it names, then
-        the ``Pretrained`` checkpoint over all of them
-        (:meth:`load_pretrained`, with its ``prefix`` and ``from_pvt_v1``).
-        What the entries do not touch keeps the reference initialisation."""
+        """Initialise as ``init_cfg`` says, as mmengine documents it.
+
+        ``init_cfg`` is a dict or a list of dicts: the reference
+        initialisation comes first (the SPM reference's for every layer,
+        position embeddings and cls token truncated normal, std 0.02), then
+        every entry but ``Pretrained`` (Kaiming, TruncNormal, Constant, ...)
+        on the layers it names, then the ``Pretrained`` checkpoint over all of
+        them (:meth:`load_pretrained`, with its ``prefix`` and
+        ``from_pvt_v1``). What the entries do not touch keeps the reference
+        initialisation.
+
+        Raises:
+            ValueError: If ``init_cfg`` names more than one ``Pretrained``
+                checkpoint.
+        """
         cfgs = init_cfg_list(self.init_cfg, type(self).__name__)
         pretrained = [c for c in cfgs if is_pretrained(c)]
         if len(pretrained) > 1:
@@ -358,14 +395,25 @@ class SPMPVT(BaseModule):
         self._is_init = True
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple[int, int]:
-        """The layer-wise depth of a parameter and the number of depths, for
-        mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` (as
+        """The layer-wise depth of a parameter and the number of depths.
+
+        For mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` (as
         mmpretrain's ``SwinTransformer.get_layer_depth``): the stage-1
         embedding (and position embedding) at 0, block ``j`` of stage ``i``
         at ``sum(depths[:i]) + j + 1``, the SPM layer, position embedding
         (and cls token) of stage ``i`` at the depth of the block before them,
         and the rest (the final norm; names outside ``prefix``, as the head)
-        at ``num_layers - 1``, where ``num_layers = sum(depths) + 2``."""
+        at ``num_layers - 1``, where ``num_layers = sum(depths) + 2``.
+
+        Args:
+            param_name (str): The name of the parameter.
+            prefix (str): The prefix of the backbone's parameter names.
+                Default: ''.
+
+        Returns:
+            tuple[int, int]: The layer depth of the parameter and
+            ``num_layers``.
+        """
         depths = [len(stage) for stage in self.stages]
         num_layers = sum(depths) + 2
         if not param_name.startswith(prefix):

@@ -13,37 +13,40 @@ from .spm_plugin import SPMPluginMixin
 
 
 class SPMPVTv2(SPMPluginMixin, PyramidVisionTransformerV2):
-    """mmdet's ``PyramidVisionTransformerV2`` (same arguments, defaults and
-    parameter names; B0-B5 through ``embed_dims`` and ``num_layers`` as in
-    mmdet's configs) whose stage 2-4 overlapping patch embeddings are SPM,
-    under the same names (``layers.{1,2,3}.0``). The backbone of mmdet's
-    PVTv2 configs with only ``type`` changed.
+    """mmdet's ``PyramidVisionTransformerV2`` whose stage 2-4 patch embeddings are SPM.
+
+    Same arguments, defaults and parameter names as mmdet's
+    ``PyramidVisionTransformerV2`` (B0-B5 through ``embed_dims`` and
+    ``num_layers`` as in mmdet's configs); its stage 2-4 overlapping patch
+    embeddings are SPM, under the same names (``layers.{1,2,3}.0``). The
+    backbone of mmdet's PVTv2 configs with only ``type`` changed.
 
     Dense mode (``out_indices=(0, 1, 2, 3)``): four NCHW maps, strides
     4/8/16/32. As an mmpretrain classifier backbone: ``out_indices=(3,)``
     with ``GlobalAveragePooling`` and ``LinearClsHead``.
 
-    Args beyond mmdet's:
-        with_cp (bool): recompute the activations of the encoder layers and
+    Args:
+        with_cp (bool): Recompute the activations of the encoder layers and
             the SPM layers in the backward pass instead of keeping them
             (``torch.utils.checkpoint``). Default: False.
         frozen_stages (int): ``0`` freezes the first patch embedding, ``i >
             0`` stages 1..i whole (``layers[:i]``: patch embedding or SPM,
             encoder layers, norm); no gradients, eval mode, from construction
             on. Default: -1 (none).
-        norm_eval (bool): keep the BatchNorms (SPM's) in eval mode while
+        norm_eval (bool): Keep the BatchNorms (SPM's) in eval mode while
             training. Default: False.
-        spm_stages (Sequence[int]): the merges that are SPM, numbered as the
-            paper's ablation counts them: merge ``k`` leads into stage ``k +
-            1`` (``layers.{k}.0``). The others stay mmdet's overlapping patch
-            embedding (``projection``, ``norm``), filled by PVTv2
+        spm_stages (Sequence[int] | None): The merges that are SPM, numbered
+            as the paper's ablation counts them: merge ``k`` leads into stage
+            ``k + 1`` (``layers.{k}.0``). The others stay mmdet's overlapping
+            patch embedding (``projection``, ``norm``), filled by PVTv2
             checkpoints. Default: None, all of them.
-
-    ``init_cfg``: a dict or list as mmengine documents (:meth:`init_weights`);
-    its ``Pretrained`` checkpoint may be a PVTv2 authors' release
-    (``pvt_v2_b0.pth`` .. ``pvt_v2_b5.pth``, read as mmdet's ``pvt_convert``
-    reads them), an mmdet-layout one (bare or a detector's) or an SPM-PVTv2
-    one (:meth:`load_pretrained`).
+        **kwargs: mmdet's ``PyramidVisionTransformerV2`` arguments.
+            ``init_cfg``: a dict or list as mmengine documents
+            (:meth:`init_weights`); its ``Pretrained`` checkpoint may be a
+            PVTv2 authors' release (``pvt_v2_b0.pth`` .. ``pvt_v2_b5.pth``,
+            read as mmdet's ``pvt_convert`` reads them), an mmdet-layout one
+            (bare or a detector's) or an SPM-PVTv2 one
+            (:meth:`load_pretrained`).
     """
 
     spm_key = re.compile(r'^layers\.([1-9]\d*)\.0\.')

@@ -13,11 +13,14 @@ from .swin_capture import remove_size_branches
 
 
 class SwinPluginMixin(SPMPluginMixin):
-    """What mmdet's and mmpretrain's SPM-Swin share: SPM in place of the
-    ``PatchMerging`` at the end of stages 1-3 (``stages.{i}.downsample``, C ->
-    2C channels, ``ceil(H/2) x ceil(W/2)`` tokens; merge ``i + 1`` as the
-    paper counts them), at the merges ``spm_stages`` names, and checkpoints
-    of any Swin layout (:mod:`.swin_checkpoints`)."""
+    """What mmdet's and mmpretrain's SPM-Swin share.
+
+    SPM in place of the ``PatchMerging`` at the end of stages 1-3
+    (``stages.{i}.downsample``, C -> 2C channels, ``ceil(H/2) x ceil(W/2)``
+    tokens; merge ``i + 1`` as the paper counts them), at the merges
+    ``spm_stages`` names, and checkpoints of any Swin layout
+    (:mod:`.swin_checkpoints`).
+    """
 
     spm_key = re.compile(r'^stages\.(\d+)\.downsample\.')
     merge_offset = 1
@@ -64,37 +67,42 @@ class SwinPluginMixin(SPMPluginMixin):
 
 
 class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
-    """mmdet's ``SwinTransformer`` (same arguments, defaults and parameter
-    names; Swin-T/S/B through ``embed_dims``, ``depths`` and ``num_heads``)
-    whose ``PatchMerging`` at the end of stages 1-3 is SPM, under the same
-    names (``stages.{i}.downsample``). The backbone of mmdet's and mmseg's
-    Swin configs with only ``type`` changed.
+    """mmdet's ``SwinTransformer`` whose ``PatchMerging`` at the end of stages 1-3 is SPM.
+
+    Same arguments, defaults and parameter names as mmdet's
+    ``SwinTransformer`` (Swin-T/S/B through ``embed_dims``, ``depths`` and
+    ``num_heads``); the SPM layers are under the same names
+    (``stages.{i}.downsample``). The backbone of mmdet's and mmseg's Swin
+    configs with only ``type`` changed.
 
     Dense mode (``out_indices=(0, 1, 2, 3)``): four normed NCHW maps, strides
     4/8/16/32.
 
-    Args beyond mmdet's:
-        norm_eval (bool): keep the BatchNorms (SPM's) in eval mode while
-            training. Default: False.
-        spm_stages (Sequence[int]): the merges that are SPM, numbered as the
-            paper's ablation counts them: merge ``k`` ends stage ``k`` (1-based;
-            ``stages.{k-1}.downsample``). The others stay mmdet's
-            ``PatchMerging`` (``reduction``, ``norm``), filled by Swin
-            checkpoints. Default: None, all of them.
-
-    ``with_cp`` also checkpoints the SPM layers; ``frozen_stages`` (mmdet's:
-    ``i`` freezes the patch embedding and stages 1..i, their SPM included)
-    holds from construction on. ``init_cfg``: a dict or list as mmengine
-    documents (:meth:`init_weights`); its ``Pretrained`` checkpoint may be an
-    mmdet, mmseg or mmpretrain Swin checkpoint (bare, or a detector's,
-    segmentor's or classifier's), one in the Swin authors' layout (also as
-    ``{'model': ...}``), or an SPM-Swin one of either codebase
-    (:meth:`load_pretrained`); ``attn_mask`` and ``relative_position_index``
-    are recomputed, and bias tables of another window size resized.
-
     Its patch-embedding padding and window attention are mmdet's computed
     without Python branches on the input size (:mod:`.swin_capture`), so a
     captured graph holds for every size.
+
+    Args:
+        with_cp (bool): mmdet's; also checkpoints the SPM layers.
+            Default: False.
+        norm_eval (bool): Keep the BatchNorms (SPM's) in eval mode while
+            training. Default: False.
+        spm_stages (Sequence[int] | None): The merges that are SPM, numbered
+            as the paper's ablation counts them: merge ``k`` ends stage ``k``
+            (1-based; ``stages.{k-1}.downsample``). The others stay mmdet's
+            ``PatchMerging`` (``reduction``, ``norm``), filled by Swin
+            checkpoints. Default: None, all of them.
+        **kwargs: mmdet's ``SwinTransformer`` arguments. ``frozen_stages``
+            (mmdet's: ``i`` freezes the patch embedding and stages 1..i,
+            their SPM included) holds from construction on. ``init_cfg``: a
+            dict or list as mmengine documents (:meth:`init_weights`); its
+            ``Pretrained`` checkpoint may be an mmdet, mmseg or mmpretrain
+            Swin checkpoint (bare, or a detector's, segmentor's or
+            classifier's), one in the Swin authors' layout (also as
+            ``{'model': ...}``), or an SPM-Swin one of either codebase
+            (:meth:`load_pretrained`); ``attn_mask`` and
+            ``relative_position_index`` are recomputed, and bias tables of
+            another window size resized.
     """
 
     def __init__(self, *, with_cp: bool = False, norm_eval: bool = False,

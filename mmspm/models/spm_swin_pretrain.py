@@ -13,11 +13,10 @@ from .spm_swin import SwinPluginMixin
 
 
 class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
-    """mmpretrain's ``SwinTransformer`` (same arguments, defaults and
-    parameter names: ``arch`` is ``'tiny'``/``'t'``, ``'small'``/``'s'``,
-    ``'base'``/``'b'``, ``'large'``/``'l'`` or a dict of ``embed_dims``,
-    ``depths`` and ``num_heads``; default ``'tiny'``) whose ``PatchMerging``
-    at the end of stages 1-3 is SPM, under the same names
+    """mmpretrain's ``SwinTransformer`` whose ``PatchMerging`` at the end of stages 1-3 is SPM.
+
+    Same arguments, defaults and parameter names as mmpretrain's
+    ``SwinTransformer``; the SPM layers are under the same names
     (``stages.{i}.downsample``). The backbone of mmpretrain's
     ``configs/swin_transformer`` with only ``type`` changed.
 
@@ -26,19 +25,25 @@ class SPMSwinTransformer(SwinPluginMixin, SwinTransformer):
     so a classifier trained with it initialises the SPM-Swin of detection and
     segmentation configs, SPM layers included.
 
-    ``with_cp`` also checkpoints the SPM layers; ``frozen_stages``
-    (mmpretrain's: ``i`` freezes the patch embedding and stages 0..i, their
-    SPM included) holds from construction on; ``norm_eval`` covers SPM's
-    BatchNorms. ``init_cfg``: a dict or list as mmengine documents
-    (:meth:`init_weights`); its ``Pretrained`` checkpoint may be an
-    mmpretrain, mmdet or mmseg Swin checkpoint, one in the Swin authors'
-    layout or an SPM-Swin one (:meth:`load_pretrained`); ``attn_mask`` and
-    ``relative_position_index`` are recomputed, and bias tables of another
-    window size resized.
-
-    ``spm_stages`` (default None: all): the merges that are SPM, as in
-    :class:`mmspm.models.spm_swin.SPMSwinTransformer` (the others stay
-    mmpretrain's ``PatchMerging``).
+    Args:
+        arch (str | dict): ``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'base'``/``'b'``, ``'large'``/``'l'`` or a dict of
+            ``embed_dims``, ``depths`` and ``num_heads``. Default: 'tiny'.
+        with_cp (bool): mmpretrain's; also checkpoints the SPM layers.
+            Default: False.
+        spm_stages (Sequence[int] | None): The merges that are SPM, as in
+            :class:`mmspm.models.spm_swin.SPMSwinTransformer` (the others
+            stay mmpretrain's ``PatchMerging``). Default: None, all of them.
+        **kwargs: mmpretrain's ``SwinTransformer`` arguments.
+            ``frozen_stages`` (mmpretrain's: ``i`` freezes the patch
+            embedding and stages 0..i, their SPM included) holds from
+            construction on; ``norm_eval`` covers SPM's BatchNorms.
+            ``init_cfg``: a dict or list as mmengine documents
+            (:meth:`init_weights`); its ``Pretrained`` checkpoint may be an
+            mmpretrain, mmdet or mmseg Swin checkpoint, one in the Swin
+            authors' layout or an SPM-Swin one (:meth:`load_pretrained`);
+            ``attn_mask`` and ``relative_position_index`` are recomputed, and
+            bias tables of another window size resized.
     """
 
     def __init__(self, arch: Union[str, dict] = 'tiny', *, with_cp: bool = False,

@@ -19,10 +19,15 @@ from .spm import pad_to_multiple
 
 
 class CornerPadding(nn.Module):
-    """mmdet's ``AdaptivePadding(padding='corner')`` where the kernel is the
-    stride (a non-overlapping patch embedding, as Swin's always is):
-    :func:`~.spm.pad_to_multiple` of ``stride`` (height, width), as the
-    module ``PatchEmbed.adap_padding`` holds."""
+    """mmdet's ``AdaptivePadding(padding='corner')`` where the kernel is the stride.
+
+    For a non-overlapping patch embedding, as Swin's always is:
+    :func:`~.spm.pad_to_multiple` of ``stride``, as the module
+    ``PatchEmbed.adap_padding`` holds.
+
+    Args:
+        stride (tuple[int, int]): The stride (height, width).
+    """
 
     def __init__(self, stride: tuple[int, int]) -> None:
         super().__init__()
@@ -33,8 +38,11 @@ class CornerPadding(nn.Module):
 
 
 class BranchFreeShiftWindowMSA(ShiftWindowMSA):
-    """mmdet's ``ShiftWindowMSA`` (same construction, parameters and output)
-    whose forward pass does not branch on ``hw_shape``."""
+    """mmdet's ``ShiftWindowMSA`` whose forward pass does not branch on ``hw_shape``.
+
+    Same construction (arguments), parameters and output as mmdet's
+    ``ShiftWindowMSA``.
+    """
 
     def forward(self, query: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         B, _, C = query.shape
@@ -81,9 +89,15 @@ class BranchFreeShiftWindowMSA(ShiftWindowMSA):
 
 
 def remove_size_branches(swin: SwinTransformer) -> None:
-    """Give mmdet's ``swin`` (or a subclass) :class:`CornerPadding` and
-    :class:`BranchFreeShiftWindowMSA` in place of its adaptive padding and
-    window attention; parameters, buffers and outputs stay the same."""
+    """Replace the size branches of mmdet's Swin, in place.
+
+    :class:`CornerPadding` and :class:`BranchFreeShiftWindowMSA` take the
+    place of its adaptive padding and window attention; parameters, buffers
+    and outputs stay the same.
+
+    Args:
+        swin (SwinTransformer): mmdet's Swin (or a subclass).
+    """
     # mmdet's Swin asserts a non-overlapping patch embedding (strides[0] ==
     # patch_size), which pads at the corner.
     swin.patch_embed.adap_padding = CornerPadding(swin.patch_embed.projection.stride)
