@@ -13,6 +13,7 @@ default has been switched off.
 """
 import _compat_pickle
 import codecs
+import collections
 import functools
 import importlib
 import os
@@ -95,12 +96,15 @@ def register_safe_globals() -> None:
 @functools.lru_cache(maxsize=None)
 def _allowed_globals() -> Dict[str, Any]:
     """'module.name' -> object: what torch's own weights-only unpickler allows
-    (tensors, storages, dtypes, OrderedDict), ``_codecs.encode`` (how pickle
-    protocol 2, torch.save's, writes bytes such as a numpy array's data) and
-    :data:`MMENGINE_SAFE_GLOBALS`, under the names add_safe_globals gives them."""
+    (tensors, storages, dtypes, OrderedDict), what newer torch's allows too
+    (``_codecs.encode``, how pickle protocol 2, torch.save's, writes bytes
+    such as a numpy array's data; ``collections.Counter``, in mmdet's
+    checkpoints) and :data:`MMENGINE_SAFE_GLOBALS`, under the names
+    add_safe_globals gives them."""
     from torch._weights_only_unpickler import _get_allowed_globals
     allowed = dict(_get_allowed_globals())
     allowed['_codecs.encode'] = codecs.encode
+    allowed['collections.Counter'] = collections.Counter
     for entry in MMENGINE_SAFE_GLOBALS:
         obj, name = entry if isinstance(entry, tuple) else (
             entry, f'{entry.__module__}.{entry.__qualname__}')

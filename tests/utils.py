@@ -35,6 +35,11 @@ NO_INIT = 'model.backbone.init_cfg=None'
 FLOAT32 = dict(rtol=1e-5, atol=1e-5)
 
 
+# What a refused pickled payload says: torch's weights-only unpickler (torch
+# >= 2.4) or mmspm's restricted one (older torch).
+PAYLOAD_REFUSED = r'Weights only load failed|is not allowed in a checkpoint'
+
+
 def needs_torch(version: str, feature: str) -> pytest.MarkDecorator:
     """Skips a test of ``feature`` where torch is older than ``version`` (the
     oldest environment of the matrix, docs/install.md)."""

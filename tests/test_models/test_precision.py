@@ -9,10 +9,11 @@ from torch._dynamo.utils import counters
 
 from mmspm import SPMPVT
 from mmspm.builder import build_model
+from mmspm.deployment import EXPORT_TORCH
 from mmspm.models.pvt_v1_layers import resize_pos_embed
 from tests.test_models.test_spm_plugin import CLASSES
 from tests.test_models.test_spm_plugin import SMALL as PLUGIN_SMALL
-from tests.utils import FLOAT32, ROOT, seg_sample
+from tests.utils import FLOAT32, ROOT, needs_torch, seg_sample
 
 
 def fresh_dynamo() -> None:
@@ -90,6 +91,10 @@ def test_amp_optim_wrapper_cuda(dtype):
     assert all(torch.isfinite(o).all() for o in outs)
 
 
+# One dynamic graph for every size: seen on torch 2.13 and 2.14; torch 2.1's
+# dynamo compiles one per size (3 graphs for 3 sizes). Versions between are
+# untested (docs/install.md).
+ONE_GRAPH = needs_torch('2.13', 'one torch.compile(dynamic=True) graph for every size')
 SMALL_ARCH = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 2),
                   mlp_ratios=(2, 2, 2, 2), depths=(1, 1, 1, 1), sr_ratios=(8, 4, 2, 1))
 
@@ -117,6 +122,7 @@ def assert_same_step(model: torch.nn.Module, compiled, hw: tuple[int, int]) -> N
 
 
 @pytest.mark.slow
+@ONE_GRAPH
 def test_dynamic_compile_does_not_recompile():
     """torch.compile(dynamic=True) captures one graph that serves three sizes
     (one odd, none a multiple of 32), outputs and input gradients equal to
@@ -138,6 +144,7 @@ def test_dynamic_compile_does_not_recompile():
 # 1 and, at the first capture, equates sizes that are equal (duck sizing), so
 # crossing those compiles one more graph (an input of 224 or less has one
 # window at Swin's stage 4; detection and segmentation sizes have more).
+@ONE_GRAPH
 @pytest.mark.slow
 @pytest.mark.parametrize('family, sizes', [
     ('swin', [(225, 257), (256, 320), (289, 353)]),
@@ -159,6 +166,7 @@ def test_dynamic_compile_of_plugin_backbones(family, sizes):
 
 
 @pytest.mark.slow
+@ONE_GRAPH
 def test_dynamic_compile_of_a_semantic_fpn_training_step():
     """The Semantic FPN config's segmentor (SPM-PVT made small) with its loss
     under torch.compile(dynamic=True): no graph compiled after the first
@@ -195,6 +203,7 @@ def test_dynamic_compile_of_a_semantic_fpn_training_step():
 
 
 @pytest.mark.slow
+@needs_torch(EXPORT_TORCH, 'torch.export with dynamic sizes (Dim)')
 def test_export_holds_for_every_size():
     """torch.export of SPM-PVT with symbolic height and width, captured at
     one size, equals eager at others: odd ones (padding in the graph) and
