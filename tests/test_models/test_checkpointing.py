@@ -4,6 +4,7 @@ import importlib
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmspm.registry import REGISTERED_IN, models_for
@@ -21,7 +22,10 @@ CASES = [(scope, name) for scope in REGISTERED_IN for name in models_for(scope) 
 def build(scope: str, name: str, **kwargs):
     registry = importlib.import_module(f'{scope}.registry').MODELS
     args = SMALL['pswin'] if (scope, name) == ('mmpretrain', 'SPMSwinTransformer') else ARGS[name]
-    return registry.build(dict(type=name, **args, drop_path_rate=0., **kwargs))
+    # In the scope's own registry: a default scope another test left in the
+    # process (mmengine's DefaultScope) would redirect the build there.
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(dict(type=name, **args, drop_path_rate=0., **kwargs))
 
 
 def statistics(model) -> dict:
