@@ -41,6 +41,18 @@ def loading_restored(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _default_scope_restored():
+    """mmengine's DefaultScope is process-wide: the latest one made (by a
+    Runner, a config's build) redirects every registry's builds after it.
+    Each test ends with the scopes it found, whatever order tests run in."""
+    from mmengine.registry import DefaultScope
+    before = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(before)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 

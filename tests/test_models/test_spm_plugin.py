@@ -458,8 +458,11 @@ def test_layer_decay_example_config():
 
 @pytest.mark.parametrize('arch,dims', [('t', 96), ('s', 96), ('b', 128)])
 def test_mmpretrain_registry_builds_the_mmpretrain_spm_swin_with_short_arch_names(arch, dims):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(type='SPMSwinTransformer', arch=arch))
+    # In mmpretrain's registry whatever default scope a module fixture made.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(type='SPMSwinTransformer', arch=arch))
     assert type(model) is spm_swin_pretrain.SPMSwinTransformer
     assert [m.in_channels for m in spm_modules(model)] == [dims, 2 * dims, 4 * dims]
 
