@@ -44,9 +44,12 @@ def loading_restored(monkeypatch):
 def _default_scope_restored():
     """mmengine's DefaultScope is process-wide: the latest one made (by a
     Runner, a config's build) redirects every registry's builds after it.
-    Each test ends with the scopes it found, whatever order tests run in."""
+    Each test starts with none, so that neither an earlier test nor a module
+    or session fixture (set up before this one) picks its registries, and
+    ends with the scopes it found."""
     from mmengine.registry import DefaultScope
     before = dict(DefaultScope._instance_dict)
+    DefaultScope._instance_dict.clear()
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(before)
