@@ -1,4 +1,4 @@
-"""ONNX export (mmspm/deployment.py, tools/deployment/pytorch2onnx.py): each
+"""ONNX export (mmspm/deployment/, tools/deployment/pytorch2onnx.py): each
 model family exported once, run in onnxruntime at several sizes against
 PyTorch eager (on a CPU: the chunked SPM path, while the graph holds the
 loop-free one)."""
