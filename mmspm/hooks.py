@@ -1,11 +1,8 @@
 """Training hooks."""
 import logging
-import random
 from collections import OrderedDict
 from typing import Optional
 
-import numpy as np
-import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
@@ -15,6 +12,8 @@ from mmengine.runner import IterBasedTrainLoop
 
 from .models.spm_pvt import SPMPVT
 from .models.spm_pvt_checkpoints import detect_layout, is_pvt_v1, split_checkpoint
+from .rng_states import (RNGStates, capture_rng_states, restore_numpy_and_python_rng_states,
+                         restore_torch_rng_states)
 from .safe_load import CheckpointError, state_dict_of
 
 
@@ -25,7 +24,8 @@ class RNGStateHook(Hook):
     The states are saved in checkpoints and each process gets its own back on
     ``--resume``, so a resumed run makes the same random draws (dropout and
     stochastic-depth masks, RoI sampling, data augmentation) as an
-    uninterrupted one.
+    uninterrupted one. Capturing and setting them is
+    :mod:`mmspm.rng_states`'s; this hook decides when.
 
     mmengine reseeds every generator on resume. Nothing between loading the
     checkpoint and the first resumed iteration draws from torch's, so those
@@ -55,45 +55,60 @@ class RNGStateHook(Hook):
     priority = 'LOW'
 
     def __init__(self) -> None:
-        self._gathered: Optional[list] = None
+        self._gathered: Optional[list[RNGStates]] = None
         self._gathered_at: Optional[int] = None
         self._training = False
-        self._pipeline_states: Optional[dict] = None
-        self._late_torch_states: Optional[dict] = None
-
-    @staticmethod
-    def _own_states() -> dict:
-        # Tensors, tuples and numbers only: checkpoints are read with
-        # weights_only=True.
-        keys, pos, has_gauss, gauss = np.random.get_state()[1:]
-        states = dict(torch=torch.get_rng_state(), random=random.getstate(),
-                      numpy=(torch.from_numpy(keys.astype(np.int64)), int(pos),
-                             int(has_gauss), float(gauss)))
-        if torch.cuda.is_available():
-            states['cuda'] = torch.cuda.get_rng_state()
-        return states
+        self._pipeline_states: Optional[RNGStates] = None
+        self._late_torch_states: Optional[RNGStates] = None
 
     @staticmethod
     def _checkpoint_hooks(runner) -> list[CheckpointHook]:
         return [h for h in runner.hooks if isinstance(h, CheckpointHook)]
 
+    @classmethod
+    def _checkpoint_saves_after_this_iter(cls, runner) -> bool:
+        # CheckpointHook.after_train_iter's condition, restated: that method
+        # decides and saves in one step and offers no predicate to ask, so
+        # only the parts it calls (every_n_train_iters, is_last_train_iter)
+        # are asked of each CheckpointHook itself.
+        return any(not h.by_epoch and (
+                       h.every_n_train_iters(runner, h.interval, h.save_begin)
+                       or (h.save_last and h.is_last_train_iter(runner)))
+                   for h in cls._checkpoint_hooks(runner))
+
+    @staticmethod
+    def _replays_seen_batches(loop) -> bool:
+        """Whether the resumed ``loop`` loads the batches it skips: mmengine
+        0.10.7's iteration-based loop does; the OneDL fork's skips them in the
+        sampler (its loader iterator has ``skip_iter``), without loading."""
+        return (isinstance(loop, IterBasedTrainLoop)
+                and not hasattr(loop.dataloader_iterator, 'skip_iter'))
+
+    @staticmethod
+    def _makes_loader_iterator_at_first_batch(loop) -> bool:
+        """Whether the resumed ``loop`` makes its data loader iterator only at
+        the first resumed batch, after ``before_train_epoch``: the OneDL
+        fork's iteration-based loop (the one that skips seen batches in its
+        sampler) does."""
+        return (isinstance(loop, IterBasedTrainLoop)
+                and hasattr(loop.dataloader_iterator, 'skip_iter'))
+
     def _gather(self, runner) -> None:
         # Every process reaches the same decision (same hooks, same counters),
         # so all of them join the collective or none does.
         if get_world_size() > 1:
-            self._gathered = all_gather_object(self._own_states())
+            self._gathered = all_gather_object(capture_rng_states())
             self._gathered_at = runner.iter
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        # CheckpointHook.after_train_iter's own condition for saving.
-        if any(not h.by_epoch and (
-                h.every_n_train_iters(runner, h.interval, h.save_begin)
-                or (h.save_last and h.is_last_train_iter(runner)))
-               for h in self._checkpoint_hooks(runner)):
+        if self._checkpoint_saves_after_this_iter(runner):
             self._gather(runner)
 
     def after_train_epoch(self, runner) -> None:
+        # At every epoch's end, not only where CheckpointHook.after_train_epoch
+        # saves: a checkpoint that another hook writes then gets fresh states
+        # too, and one collective per epoch costs little.
         self._gather(runner)
 
     def before_train(self, runner) -> None:
@@ -109,11 +124,11 @@ class RNGStateHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if get_world_size() == 1:
-            states = [self._own_states()]
+            states = [capture_rng_states()]
         elif self._gathered_at == runner.iter:
             states = self._gathered
         else:
-            states = self._gathered or [self._own_states()]
+            states = self._gathered or [capture_rng_states()]
             since = (f'gathered at iteration {self._gathered_at}'
                      if self._gathered else 'of process 0 alone')
             print_log(f'RNGStateHook: this checkpoint, written at iteration '
@@ -135,41 +150,23 @@ class RNGStateHook(Hook):
                       f'r % {len(saved)}, so random draws will differ from an '
                       f'uninterrupted run.', logger='current', level=logging.WARNING)
         states = saved[rank % len(saved)]
-        self._set_torch_states(states)
+        restore_torch_rng_states(states)
         self._pipeline_states = states
-
-    @staticmethod
-    def _set_torch_states(states: dict) -> None:
-        torch.set_rng_state(states['torch'])
-        if 'cuda' in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state(states['cuda'])
-
-    @staticmethod
-    def _replays_seen_batches(loop) -> bool:
-        """Whether the resumed ``loop`` loads the batches it skips: mmengine
-        0.10.7's iteration-based loop does; the OneDL fork's skips them in the
-        sampler (its loader iterator has ``skip_iter``), without loading."""
-        return (isinstance(loop, IterBasedTrainLoop)
-                and not hasattr(loop.dataloader_iterator, 'skip_iter'))
 
     def before_train_epoch(self, runner) -> None:
         loop = runner.train_loop
         if self._pipeline_states is None or self._replays_seen_batches(loop):
             return
-        keys, pos, has_gauss, gauss = self._pipeline_states['numpy']
-        np.random.set_state(('MT19937', keys.numpy().astype(np.uint32), pos,
-                             has_gauss, gauss))
-        random.setstate(self._pipeline_states['random'])
-        if isinstance(loop, IterBasedTrainLoop):
-            # The fork's loop makes its data loader iterator only at the
-            # first resumed batch, and making one draws a seed from torch's
-            # generator, where the uninterrupted run made it at its start.
+        restore_numpy_and_python_rng_states(self._pipeline_states)
+        if self._makes_loader_iterator_at_first_batch(loop):
+            # Making the iterator draws a seed from torch's generator, where
+            # the uninterrupted run made it at its start.
             self._late_torch_states = self._pipeline_states
         self._pipeline_states = None
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if self._late_torch_states is not None:
-            self._set_torch_states(self._late_torch_states)
+            restore_torch_rng_states(self._late_torch_states)
             self._late_torch_states = None
 
 

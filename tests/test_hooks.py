@@ -1,8 +1,12 @@
 """ReferenceCheckpointHook: the runner's load_from / --checkpoint path takes
 the authors' key layout; other checkpoints pass unchanged. RNGStateHook:
-when it gathers the processes' generator states."""
+when it gathers the processes' generator states. mmspm.rng_states: restored
+states repeat the draws, also after a weights_only checkpoint round trip."""
+import io
 import os.path as osp
+import random
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -11,6 +15,8 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader, TensorDataset
 
 from mmspm import RNGStateHook
+from mmspm.rng_states import (capture_rng_states, restore_numpy_and_python_rng_states,
+                              restore_torch_rng_states)
 from mmspm.safe_load import CheckpointError
 from tests.utils import ROOT, assert_dense_equals_reference, reference_pvt_v1_state
 
@@ -128,3 +134,33 @@ def test_rng_states_gathered_only_before_checkpoints(by_epoch, expected, tmp_pat
                                                        interval=1 if by_epoch else 4)))
     runner.train()
     assert hook.gathered_at == expected
+
+
+def torch_draws() -> list:
+    draws = [torch.rand(3).tolist()]
+    if torch.cuda.is_available():
+        draws.append(torch.rand(3, device='cuda').tolist())
+    return draws
+
+
+def numpy_and_python_draws() -> list:
+    # randn twice: the first returns the Gaussian cached at capture, the
+    # second a fresh pair's first.
+    return [random.random(), np.random.rand(), np.random.randn(), np.random.randn()]
+
+
+def test_restored_rng_states_repeat_the_draws():
+    np.random.randn()  # leaves the second of a Gaussian pair cached
+    states = capture_rng_states()
+    first = torch_draws(), numpy_and_python_draws()
+    assert (torch_draws(), numpy_and_python_draws()) != first  # the generators move on
+    # As checkpoints are read: weights_only.
+    buffer = io.BytesIO()
+    torch.save(states, buffer)
+    buffer.seek(0)
+    states = torch.load(buffer, weights_only=True)
+    restore_torch_rng_states(states)
+    assert torch_draws() == first[0]
+    assert numpy_and_python_draws() != first[1]  # left alone by restore_torch_rng_states
+    restore_numpy_and_python_rng_states(states)
+    assert numpy_and_python_draws() == first[1]
