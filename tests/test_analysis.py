@@ -99,9 +99,9 @@ def test_attention_rows_are_distributions_and_are_the_ones_used(backbone):
     probs, hw, grid = attention_probs(backbone, x, stage=1, block=0)
     attn = attention_module(backbone, 1, 0)
     mha = getattr(attn, 'attn', None)
-    # Stride 8, keys pooled 4x4: mmdet's PVT drops the last 2 columns, SPM-PVT pads them.
+    # Stride 8, keys pooled 4x4: both drop the last 2 columns, as mmdet's PVT.
     assert hw == (12, 10)
-    assert grid == ((3, 2) if isinstance(mha, nn.MultiheadAttention) else (3, 3))
+    assert grid == (3, 2)
     assert probs.shape == (2, 120, grid[0] * grid[1])
     assert (probs >= 0).all()
     torch.testing.assert_close(probs.sum(-1), torch.ones(2, 120))

@@ -64,6 +64,7 @@ def test_segmentation_any_image(segmentor, tmp_path, resize):
 @pytest.mark.parametrize('resize', [True, False], ids=['demo-pipeline', 'native-size'])
 def test_detection_any_image(detector, tmp_path, resize):
     from mmdet.apis import inference_detector
+    from mmengine.registry import DefaultScope
     pipeline = [t for t in detector.cfg.test_dataloader.dataset.pipeline
                 if t['type'] != 'LoadAnnotations']
     if not resize:  # mmdet needs a scale factor: resize by 1
@@ -71,7 +72,10 @@ def test_detection_any_image(detector, tmp_path, resize):
                     if t['type'] == 'Resize' else t for t in pipeline]
     detector.cfg.test_dataloader.dataset.pipeline = pipeline
     for name, (path, hw) in write_images(tmp_path).items():
-        result = inference_detector(detector, path)
+        # The test pipeline is built in the default scope, which the
+        # module's detector fixture set for the first test only.
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            result = inference_detector(detector, path)
         pred = result.pred_instances
         assert pred.masks.shape[-2:] == hw, name
         assert torch.isfinite(pred.scores).all()

@@ -16,6 +16,10 @@
 # - Batch 4 (8 GPUs x 2), lr 1e-3 (1e-4 for batch 16) for 400 iterations
 #   (40k) with the same poly decay, a fixed seed so that the demo's numbers
 #   can be rerun.
+# - paddings: the stage-1 patch embedding pads at the bottom/right ('corner')
+#   instead of dropping the pixels beyond a multiple of 4 (mmdet's PVT v1
+#   default, the recipe's), so that images of any size, down to 1x1, are
+#   segmented at their native size (tests/test_robustness.py).
 _base_ = '../semantic_fpn/fpn_spm-pvt-t_8xb2-40k_ade20k-512x512.py'
 
 pretrained = 'work_dirs/demo/cls/epoch_12.pth'
@@ -28,7 +32,7 @@ crop_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=dict(checkpoint=pretrained)),
+    backbone=dict(init_cfg=dict(checkpoint=pretrained), paddings=('corner', 0, 0, 0)),
     decode_head=dict(num_classes=4, norm_cfg=norm_cfg))
 
 train_pipeline = [

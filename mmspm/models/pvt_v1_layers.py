@@ -1,10 +1,12 @@
 """PVT v1's layers as SPM-PVT uses them (the SPM reference's PVT v1): patch
 embedding, spatial-reduction attention, MLP and block, with the position
 embeddings' resize; NCHW maps in the embeddings, tokens in the blocks.
-Sizes that are not multiples of a stride are zero-padded at the
-bottom/right (:func:`~.spm.pad_to_multiple`)."""
-from typing import Optional
+Sizes that are not multiples of a stride are handled as mmdet's PVT v1
+handles them: the patch embeddings pad as ``padding`` says (none: floor),
+the spatial reduction floors."""
+from typing import Optional, Union
 
+import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -13,8 +15,9 @@ from torch import Tensor, nn
 from .spm import pad_to_multiple
 
 
-def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
-    """Bilinearly resize a ``(1, grid*grid, C)`` embedding to ``(1, H*W, C)``.
+def resize_pos_embed(pos_embed: Tensor, grid: Union[int, tuple[int, int]], H: int,
+                     W: int) -> Tensor:
+    """Bilinearly resize a ``(1, gh*gw, C)`` embedding to ``(1, H*W, C)``.
 
     ``align_corners=False``, in float32 for half-precision embeddings.
 
@@ -26,15 +29,17 @@ def resize_pos_embed(pos_embed: Tensor, grid: int, H: int, W: int) -> Tensor:
     whenever the grid differs.)
 
     Args:
-        pos_embed (Tensor): The embedding, ``(1, grid*grid, C)``.
-        grid (int): The side of the embedding's square grid.
+        pos_embed (Tensor): The embedding, ``(1, gh*gw, C)``.
+        grid (int | tuple[int, int]): The embedding's grid ``(gh, gw)``, or
+            the side of a square one.
         H (int): The height of the new grid.
         W (int): The width of the new grid.
 
     Returns:
         Tensor: The resized embedding, ``(1, H*W, C)``.
     """
-    pos = pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+    gh, gw = (grid, grid) if isinstance(grid, int) else grid
+    pos = pos_embed.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
     pos = F.interpolate(pos.float(), size=(H, W), mode='bilinear', align_corners=False)
     return pos.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
@@ -63,12 +68,17 @@ def layer_norm(dim: int, norm_cfg: Optional[dict], eps: float) -> nn.LayerNorm:
     return norm
 
 
+PADDING_MODES = ('corner', 'same')
+
+
 class PatchEmbed(nn.Module):
     """PVT v1's patch embedding: square conv with stride ``patch_size`` + LayerNorm.
 
-    NCHW in and out. Inputs whose sides are not multiples of ``patch_size``
-    are zero-padded at the bottom/right first (mmdet's ``AdaptivePadding``
-    'corner' mode).
+    NCHW in and out. ``padding`` is mmdet's ``PatchEmbed``'s: the conv's
+    zero padding (0: a side that is not a multiple of ``patch_size`` loses
+    its last pixels, as in mmdet's and the PVT authors' PVT v1), or mmdet's
+    ``AdaptivePadding`` mode, which pads to a multiple first ('corner': at
+    the bottom/right; 'same': split, the larger half at the bottom/right).
 
     Args:
         in_channels (int): The number of input channels.
@@ -77,14 +87,22 @@ class PatchEmbed(nn.Module):
             in the merges that are not SPM. Default: 4.
         norm_cfg (dict | None): See :func:`layer_norm`; None: eps 1e-5.
             Default: None.
+        padding (int | tuple[int, int] | str): The conv's padding, or
+            'corner' or 'same'. Default: 0.
     """
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4,
-                 norm_cfg: Optional[dict] = None) -> None:
+                 norm_cfg: Optional[dict] = None,
+                 padding: Union[int, tuple[int, int], str] = 0) -> None:
         super().__init__()
+        if isinstance(padding, str) and padding not in PADDING_MODES:
+            raise ValueError(f'SPMPVT: padding={padding!r} is none of mmdet\'s modes '
+                             f'{PADDING_MODES}; give one of them or an int.')
         self.in_channels = in_channels
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
+        self.padding = padding
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size,
+                              0 if isinstance(padding, str) else padding)
         self.norm = layer_norm(embed_dims, norm_cfg, eps=1e-5)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,7 +112,13 @@ class PatchEmbed(nn.Module):
                              f'{tuple(x.shape)}; convert grayscale/RGBA images '
                              f'to {self.in_channels} channels in the pipeline '
                              f"(e.g. LoadImageFromFile(color_type='color')).")
-        x = self.proj(pad_to_multiple(x, self.patch_size))
+        if self.padding == 'corner':
+            x = pad_to_multiple(x, self.patch_size)
+        elif self.padding == 'same':
+            padded = pad_to_multiple(x, self.patch_size)
+            pad_h, pad_w = padded.shape[-2] - x.shape[-2], padded.shape[-1] - x.shape[-1]
+            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        x = self.proj(x)
         # LayerNorm over channels-last memory, returned as an NCHW view.
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -102,8 +126,10 @@ class PatchEmbed(nn.Module):
 class SpatialReductionAttention(nn.Module):
     """PVT v1 attention: keys/values from a ``sr_ratio``-strided conv of the map.
 
-    Maps smaller than ``sr_ratio`` (tiny inputs) or not divisible by it are
-    zero-padded at the bottom/right, so every size has keys.
+    A side that is not a multiple of ``sr_ratio`` loses its last pixels in
+    the keys, as in mmdet's and the PVT authors' PVT v1; a map smaller than
+    ``sr_ratio`` (a tiny input, which those refuse) is zero-padded at the
+    bottom/right to one window, so every size has keys.
 
     Args:
         dim (int): The number of channels.
@@ -139,7 +165,10 @@ class SpatialReductionAttention(nn.Module):
             H, W = hw_shape
             # Tokens may carry a cls token first only when sr_ratio == 1.
             kv = x.transpose(1, 2).reshape(B, C, H, W)
-            kv = self.sr(pad_to_multiple(kv, self.sr_ratio))
+            # sym_max, not max: no Python branch on a symbolic size.
+            kv = F.pad(kv, (0, torch.sym_max(self.sr_ratio - W, 0),
+                            0, torch.sym_max(self.sr_ratio - H, 0)))
+            kv = self.sr(kv)
             kv = self.norm(kv.flatten(2).transpose(1, 2))
         else:
             kv = x

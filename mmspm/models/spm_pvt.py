@@ -20,7 +20,8 @@ from .pvt_v1_layers import PatchEmbed, PVTBlock, layer_norm, resize_pos_embed
 from .spm import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, StepwisePatchMerging,
                   check_spm_stages, check_variant, reference_init)
 from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
-from .spm_pvt_args import arch_settings, check_fixed_args, init_cfg_of
+from .spm_pvt_args import (PVTArgumentError, arch_settings, check_fixed_args,
+                           check_paddings, init_cfg_of, pretrain_grids)
 from .spm_pvt_checkpoints import (check_coverage, check_depths, check_pvt_v1_fit,
                                   check_variant_fits, pretrained_backbone)
 
@@ -77,8 +78,9 @@ class SPMPVT(BaseModule):
         with_cp (bool): Recompute the activations of the blocks and the SPM
             layers in the backward pass instead of keeping them
             (``torch.utils.checkpoint``). Default: False.
-        pretrain_img_size (int): The (square) input size the position
-            embeddings are learnt for. Default: 224.
+        pretrain_img_size (int | tuple[int, int]): The input size, as an
+            int (square) or ``(height, width)``, the position embeddings are
+            learnt for. Default: 224.
         embed_dims (int | None): mmdet's base width: stage ``i`` is
             ``embed_dims * num_heads[i]`` wide (when this or ``num_heads`` is
             given; the base defaults to 64). None: the arch's widths.
@@ -109,8 +111,13 @@ class SPMPVT(BaseModule):
             others are refused, naming why. Default: (4, 2, 2, 2).
         strides (Sequence[int]): mmdet's; only (4, 2, 2, 2) is possible,
             others are refused, naming why. Default: (4, 2, 2, 2).
-        paddings (Sequence[int]): mmdet's; only (0, 0, 0, 0) is possible,
-            others are refused, naming why. Default: (0, 0, 0, 0).
+        paddings (Sequence[int | str]): mmdet's: the padding of each patch
+            embedding, as mmdet's ``PatchEmbed`` takes it (see
+            :class:`.pvt_v1_layers.PatchEmbed`): 0 (a side that is not a
+            multiple of the stride loses its last pixels, as in mmdet's PVT
+            v1), an int, 'corner' or 'same'. The SPM merges pad odd maps by
+            themselves at the bottom/right (``ceil(H/2)``): their entries must
+            be 0 or 'corner'. Default: (0, 0, 0, 0).
         use_abs_pos_embed (bool): mmdet's; only True is possible, False is
             refused, naming why. Default: True.
         norm_after_stage (bool): mmdet's; only False is possible, True is
@@ -160,7 +167,7 @@ class SPMPVT(BaseModule):
                  norm_eval: bool = False,
                  init_cfg: InitCfg = None,
                  with_cp: bool = False,
-                 pretrain_img_size: int = 224,
+                 pretrain_img_size: Union[int, tuple[int, int]] = 224,
                  embed_dims: Optional[int] = None,
                  num_layers: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
@@ -173,7 +180,7 @@ class SPMPVT(BaseModule):
                  num_stages: int = 4,
                  patch_sizes: Sequence[int] = (4, 2, 2, 2),
                  strides: Sequence[int] = (4, 2, 2, 2),
-                 paddings: Sequence[int] = (0, 0, 0, 0),
+                 paddings: Sequence[Union[int, str]] = (0, 0, 0, 0),
                  use_abs_pos_embed: bool = True,
                  norm_after_stage: bool = False,
                  use_conv_ffn: bool = False,
@@ -191,8 +198,9 @@ class SPMPVT(BaseModule):
             raise ValueError(f'SPMPVT: gle={gle!r}, guide={guide!r}, guide_kernel_size='
                              f'{guide_kernel_size} configure SPM, but spm_stages=() has no '
                              f'SPM merge; name the merges that are SPM in spm_stages.')
+        paddings = check_paddings(paddings, self.spm_stages)
         check_fixed_args(num_stages=num_stages, patch_sizes=patch_sizes, strides=strides,
-                         paddings=paddings, use_abs_pos_embed=use_abs_pos_embed,
+                         use_abs_pos_embed=use_abs_pos_embed,
                          norm_after_stage=norm_after_stage, use_conv_ffn=use_conv_ffn)
         self.arch_settings = arch_settings(arch, embed_dims, num_layers, num_heads,
                                            mlp_ratios, sr_ratios)
@@ -200,22 +208,15 @@ class SPMPVT(BaseModule):
         depths = self.arch_settings['depths']
         out_indices = tuple(out_indices)
         if not out_indices or any(not 0 <= i < 4 for i in out_indices):
-            raise ValueError(f'SPMPVT: out_indices must be a non-empty subset '
-                             f'of (0, 1, 2, 3), got {out_indices}.')
+            raise PVTArgumentError(f'SPMPVT: out_indices must be a non-empty subset '
+                                   f'of (0, 1, 2, 3), got {out_indices}.')
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'SPMPVT: frozen_stages must be in [-1, 4], got '
                              f'{frozen_stages}.')
         if with_cls_token and self.arch_settings['sr_ratios'][3] != 1:
             raise ValueError('SPMPVT: with_cls_token needs sr_ratios[3] == 1 '
                              '(the cls token cannot be spatially reduced).')
-        size = pretrain_img_size
-        if isinstance(size, (list, tuple)) and len(set(size)) == 1:
-            size = size[0]
-        if not isinstance(size, int) or size < 32:
-            raise ValueError(f'SPMPVT: pretrain_img_size must be one side of a square '
-                             f'input of at least 32 pixels (the position embeddings '
-                             f'are square grids), got {pretrain_img_size!r}.')
-        self.pretrain_grids = tuple(size // 2**(i + 2) for i in range(4))
+        self.pretrain_grids = pretrain_grids(pretrain_img_size)
         self.in_channels = in_channels
         self.out_indices = out_indices
         self.with_cls_token = with_cls_token
@@ -225,12 +226,13 @@ class SPMPVT(BaseModule):
         self.embed_dims = dims
 
         self.patch_embeds = nn.ModuleList(
-            [PatchEmbed(in_channels, dims[0], norm_cfg=norm_cfg)] +
+            [PatchEmbed(in_channels, dims[0], norm_cfg=norm_cfg, padding=paddings[0])] +
             [StepwisePatchMerging(dims[i - 1], dims[i], gle=gle, guide=guide,
                                   guide_kernel_size=guide_kernel_size)
-             if i in self.spm_stages else PatchEmbed(dims[i - 1], dims[i], 2, norm_cfg)
+             if i in self.spm_stages else PatchEmbed(dims[i - 1], dims[i], 2, norm_cfg,
+                                                     paddings[i])
              for i in range(1, 4)])
-        num_pos = [g * g for g in self.pretrain_grids]
+        num_pos = [h * w for h, w in self.pretrain_grids]
         if with_cls_token:
             num_pos[3] += 1
         self.pos_embeds = nn.ParameterList(
@@ -295,12 +297,12 @@ class SPMPVT(BaseModule):
                                       f'classification checkpoint.')
             n_grid = own.shape[1] - int(wants_cls)
             if grid.shape[1] != n_grid:
-                src, dst = round(grid.shape[1]**0.5), round(n_grid**0.5)
+                src = round(grid.shape[1]**0.5)
                 if src * src != grid.shape[1]:
                     raise CheckpointError(f'Cannot resize {key} of {grid.shape[1]} '
                                           f'tokens to {n_grid}: it is not a square '
                                           f'grid.')
-                grid = resize_pos_embed(grid, src, dst, dst)
+                grid = resize_pos_embed(grid, src, *self.pretrain_grids[i])
                 notes.append(f'interpolated {key} to {n_grid} tokens')
             state[key] = torch.cat([cls, grid], 1) if wants_cls else grid
             if has_cls and not wants_cls:

@@ -2,7 +2,7 @@
 ``PyramidVisionTransformer`` (PVT v1), so that mmdet's PVT configs build
 SPM-PVT with only ``type`` changed; mmdet's spellings of a checkpoint."""
 import warnings
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from .spm_plugin import InitCfg
 from .spm_pvt_checkpoints import ARCH_DEPTHS
@@ -23,14 +23,20 @@ FIXED_PVT_V1_ARGS = dict(
                  'Stepwise Patch Merging, which merges 2x2 windows'),
     strides=((4, 2, 2, 2), 'stage 1 embeds with stride 4 and Stepwise Patch Merging '
              'halves the map (stride 2)'),
-    paddings=((0, 0, 0, 0), 'the stage-1 embedding and SPM pad odd sizes by themselves '
-              '(bottom/right), so there is no padding to choose'),
     use_abs_pos_embed=(True, 'SPM-PVT adds a position embedding in every stage, as the '
                        'SPM reference does'),
     norm_after_stage=(False, 'SPM-PVT has no per-stage output norm (neither has PVT v1)'),
     use_conv_ffn=(False, "SPM-PVT's blocks have PVT v1's Linear MLP; a convolutional FFN "
                   'is PVTv2 (use SPMPVTv2)'),
 )
+
+
+class PVTArgumentError(ValueError, AssertionError):
+    """An argument mmdet's ``PyramidVisionTransformer`` refuses with an
+    assertion: a ValueError naming the problem, which code written for
+    mmdet's PVT catches as the AssertionError it expects there."""
+
+
 # Short arch names, as in the config names (spm-pvt-t, ...).
 ARCH_ALIASES = dict(t='tiny', s='small', m='medium', l='large')
 
@@ -45,13 +51,59 @@ def check_fixed_args(**args) -> None:
                              f'only {name}={possible!r} is possible.')
 
 
+def check_paddings(paddings: Sequence[Union[int, str]],
+                   spm_stages: Sequence[int]) -> tuple:
+    """mmdet's ``paddings`` (one per patch embedding) as a tuple, refusing
+    what SPMPVT cannot honour, naming why.
+
+    The entries of the PVT v1 patch embeddings (stage 1's, and the merges
+    that are not SPM) are theirs to honour; an SPM merge pads an odd map by
+    itself at the bottom/right (giving ``ceil(H/2)``), which is 'corner', so
+    its entry must be 0 (mmdet's default) or 'corner'.
+    """
+    if not isinstance(paddings, (list, tuple)) or len(paddings) != 4:
+        raise ValueError(f'SPMPVT: paddings needs four entries (one per patch '
+                         f'embedding), got {paddings!r}.')
+    for k in spm_stages:
+        if paddings[k] not in (0, 'corner'):
+            raise ValueError(f'SPMPVT: paddings[{k}]={paddings[k]!r} cannot be honoured: '
+                             f'merge {k} is Stepwise Patch Merging, which pads odd maps '
+                             f"by itself at the bottom/right ('corner'); give 0 or "
+                             f"'corner' there, or leave merge {k} out of spm_stages.")
+    return tuple(paddings)
+
+
+def pretrain_grids(pretrain_img_size: Union[int, Sequence[int]]) -> tuple:
+    """The four stages' position-embedding grids ``(h, w)`` for mmdet's
+    ``pretrain_img_size`` (an int, or a tuple of one or two).
+
+    Raises:
+        PVTArgumentError: For a tuple of another length.
+        ValueError: For a side below 32 pixels: stage 4 would have no grid.
+    """
+    size = pretrain_img_size
+    if isinstance(size, int):
+        size = (size, size)
+    elif isinstance(size, (list, tuple)):
+        if len(size) == 1:
+            size = (size[0], size[0])
+        if len(size) != 2:
+            raise PVTArgumentError(f'SPMPVT: pretrain_img_size should have length 1 or '
+                                   f'2, but got {len(size)}.')
+    if not (isinstance(size, tuple) and all(isinstance(s, int) and s >= 32 for s in size)):
+        raise ValueError(f'SPMPVT: pretrain_img_size must be an int or (height, width) '
+                         f'of at least 32 pixels (stage 4 embeds positions on a grid '
+                         f'of 1/32 the size), got {pretrain_img_size!r}.')
+    return tuple((size[0] // 2**(i + 2), size[1] // 2**(i + 2)) for i in range(4))
+
+
 def init_cfg_of(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
     """``init_cfg`` with mmdet's PVT spellings of a checkpoint (a dict with
     ``checkpoint`` and no ``type``; ``pretrained=PATH``) as ``Pretrained``."""
     if pretrained is not None:
         if init_cfg is not None:
-            raise ValueError('SPMPVT: give the checkpoint either as init_cfg or as '
-                             'pretrained (deprecated), not both.')
+            raise PVTArgumentError('SPMPVT: give the checkpoint either as init_cfg or '
+                                   'as pretrained (deprecated), not both.')
         if not isinstance(pretrained, str):
             raise TypeError(f'SPMPVT: pretrained must be a path or URL, got '
                             f'{pretrained!r}.')
@@ -79,8 +131,8 @@ def arch_settings(arch: Union[str, dict], embed_dims: Optional[int], num_layers,
         if value is None:
             continue
         if len(value) != 4:
-            raise ValueError(f'SPMPVT: {name} needs four entries (one per stage), '
-                             f'got {value!r}.')
+            raise PVTArgumentError(f'SPMPVT: {name} needs four entries (one per '
+                                   f'stage), got {value!r}.')
         settings[field] = tuple(value)
     if embed_dims is not None or num_heads is not None:
         base = 64 if embed_dims is None else embed_dims

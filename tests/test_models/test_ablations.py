@@ -132,7 +132,9 @@ def test_default_is_the_model_before_the_options():
     """The defaults (given or not) have the names and shapes SPMPVT had before
     the options existed and compute what it computed on the same weights
     (tests/data/ablations, recorded with that code), dense and with the cls
-    token, at an even and an odd size."""
+    token, at an even size. (At the recorded odd size SPMPVT then padded
+    where mmdet's PVT v1 floors; it has since taken mmdet's semantics,
+    which tests/test_models/test_upstream_equality.py checks.)"""
     before = load_checkpoint(DATA)
     explicit = dict(spm_stages=(1, 2, 3), gle='attention', guide='gtg', guide_kernel_size=7)
     for mode, cls in (('dense', False), ('cls', True)):
@@ -143,7 +145,8 @@ def test_default_is_the_model_before_the_options():
                 before[f'shapes_{mode}']
             model.load_state_dict(seeded_state(model), strict=True)
             gen = torch.Generator().manual_seed(1)
-            for hw in ((32, 32), (23, 29)):
+            # 23x29 is drawn second: the generator's draws stay the recorded ones.
+            for hw in ((32, 32), ):
                 x = torch.randn(1, 3, *hw, generator=gen)
                 with torch.no_grad():
                     outs = model(x)
@@ -191,8 +194,10 @@ def test_no_spm_has_pvt_t_parameter_count():
 def test_variant_trains_and_predicts(variant, with_cls_token):
     """A training step reaches every parameter; prediction at an even and an
     odd size has the shapes of the default model, and GLE's two paths
-    through the windows agree."""
-    model = small(variant, with_cls_token=with_cls_token, drop_path_rate=0.)
+    through the windows agree. ('corner' paddings: the merges that are not
+    SPM take odd sizes down to 1x1, as SPM does.)"""
+    model = small(variant, with_cls_token=with_cls_token, drop_path_rate=0.,
+                  paddings=('corner', ) * 4)
     model.init_weights()
     model.train()
     outs = model(torch.randn(2, 3, 35, 29))

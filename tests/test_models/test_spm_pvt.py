@@ -47,14 +47,19 @@ def test_dense_outputs_feed_roi_align_correctly():
         torch.testing.assert_close(roi_align(feats, rois), expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('hw,expected', [
-    ((33, 47), [(9, 12), (5, 6), (3, 3), (2, 2)]),
-    ((31, 31), [(8, 8), (4, 4), (2, 2), (1, 1)]),
-    ((7, 9), [(2, 3), (1, 2), (1, 1), (1, 1)]),
-    ((1, 1), [(1, 1)] * 4),
+@pytest.mark.parametrize('paddings,hw,expected', [
+    # mmdet's default: the stage-1 embedding floors (as mmdet's and the PVT
+    # authors' PVT v1), the SPM merges take ceil(H/2).
+    (None, (33, 47), [(8, 11), (4, 6), (2, 3), (1, 2)]),
+    (None, (31, 31), [(7, 7), (4, 4), (2, 2), (1, 1)]),
+    (None, (7, 9), [(1, 2), (1, 1), (1, 1), (1, 1)]),
+    # 'corner' pads the stage-1 embedding too: any size, however small.
+    (('corner', 0, 0, 0), (33, 47), [(9, 12), (5, 6), (3, 3), (2, 2)]),
+    (('corner', 0, 0, 0), (7, 9), [(2, 3), (1, 2), (1, 1), (1, 1)]),
+    (('corner', 0, 0, 0), (1, 1), [(1, 1)] * 4),
 ])
-def test_dense_shapes_odd_and_tiny(hw, expected):
-    model = SPMPVT('tiny').eval()
+def test_dense_shapes_odd_and_tiny(paddings, hw, expected):
+    model = SPMPVT('tiny', **dict(paddings=paddings) if paddings else {}).eval()
     with torch.no_grad():
         outs = model(torch.randn(2, 3, *hw))
     assert [tuple(o.shape[-2:]) for o in outs] == expected
@@ -227,13 +232,17 @@ def test_pvt_v1_arguments_without_an_mmdet_twin():
     (dict(num_stages=3), r'num_stages=3 cannot be honoured: SPM-PVT has four stages'),
     (dict(patch_sizes=[7, 3, 3, 3]), r'patch_sizes=\[7, 3, 3, 3\] cannot be honoured'),
     (dict(strides=[4, 2, 2, 1]), r'strides=\[4, 2, 2, 1\] cannot be honoured.*halves'),
-    (dict(paddings=[3, 1, 1, 1]), r'paddings=\[3, 1, 1, 1\] cannot be honoured'),
+    (dict(paddings=[3, 1, 1, 1]), r"paddings\[1\]=1 cannot be honoured: merge 1 is Stepwise"),
+    (dict(paddings=[0, 0, 'same', 0]), r"paddings\[2\]='same' cannot be honoured"),
+    (dict(paddings=[0, 0, 0]), r'paddings needs four entries'),
+    (dict(paddings=['edge', 0, 0, 0], spm_stages=()), r"padding='edge' is none of mmdet's"),
     (dict(use_abs_pos_embed=False), r'use_abs_pos_embed=False cannot be honoured'),
     (dict(norm_after_stage=True), r'norm_after_stage=True cannot be honoured'),
     (dict(use_conv_ffn=True), r'use_conv_ffn=True cannot be honoured.*SPMPVTv2'),
     (dict(num_layers=[2, 2, 2]), r'num_layers needs four entries'),
     (dict(norm_cfg=dict(type='BN')), r"norm_cfg=.*BatchNorm.*must be a LayerNorm"),
-    (dict(pretrain_img_size=(224, 192)), r'pretrain_img_size must be one side of a square'),
+    (dict(pretrain_img_size=(224, 16)), r'pretrain_img_size must be an int or \(height, width\) '
+     r'of at least 32 pixels'),
 ])
 def test_pvt_v1_arguments_spm_pvt_cannot_take(args, message):
     with pytest.raises(ValueError, match=message):

@@ -54,8 +54,12 @@ def test_dist_test_matches_single_process(seg_checkpoint, demo_data, tmp_path):
                  '--work-dir', str(tmp_path / 'one'), *seg_options(demo_data, 20))
     double = dist('tools/dist_test.sh', SEG_CONFIG, str(seg_checkpoint), '2',
                   '--work-dir', str(tmp_path / 'two'), *seg_options(demo_data, 20))
+    # Within 0.1 points, not equal: torchrun runs each process with one
+    # thread (OMP_NUM_THREADS=1), whose kernels sum in another order, and a
+    # pixel at a near-tie may change class (seen: mIoU 59.57 and 59.58).
+    # Half of the images lost in gathering would move the metrics by points.
     for name in ('mIoU', 'aAcc', 'mAcc'):
-        assert metric(double, name) == metric(single, name), name
+        assert metric(double, name) == pytest.approx(metric(single, name), abs=0.1), name
 
 
 def train_command(config: str, processes: int, work_dir, *args: str) -> list[str]:
