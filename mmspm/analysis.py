@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .builder import build_model, model_config
 from .models import SPMPVT
 from .models.families import FAMILIES, family_of
-from .models.spm import VARIANT_ARGS, variant_token
+from .models.spm_variants import VARIANT_ARGS, variant_token
 from .safe_load import CheckpointError, backbone_of, load_checkpoint, unwrap
 
 # Words of config-name tokens as papers write them (the families' own below).

@@ -398,6 +398,31 @@ def backbone_of(state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]'
                        if k.startswith('backbone.'))
 
 
+def with_prefix(state: 'OrderedDict[str, Tensor]', prefix: str,
+                filename: str) -> 'OrderedDict[str, Tensor]':
+    """The entries of ``state`` under ``prefix``, prefix removed.
+
+    Args:
+        state (OrderedDict[str, Tensor]): The state dict.
+        prefix (str): The prefix; a trailing dot is added as mmengine's
+            ``PretrainedInit`` adds it.
+        filename (str): The checkpoint's name, used in the error message.
+
+    Returns:
+        OrderedDict[str, Tensor]: The entries under ``prefix``.
+
+    Raises:
+        CheckpointError: If ``state`` has no tensors under ``prefix``.
+    """
+    prefix = prefix if prefix.endswith('.') else prefix + '.'
+    sub = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+    if not sub:
+        raise CheckpointError(f'{filename!r} has no tensors under the prefix {prefix!r} of '
+                              f'init_cfg; its keys start with '
+                              f'{sorted({k.split(".")[0] + "." for k in state})[:8]}.')
+    return sub
+
+
 def check_shapes(own: dict, state: dict, prefix: str = '') -> None:
     """Check that checkpoint tensors have the model's shapes.
 

@@ -9,24 +9,24 @@ from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModule, initialize
+from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..safe_load import CheckpointError, check_shapes, load_checkpoint, unwrap
+from ..safe_load import CheckpointError, check_shapes
 from .checkpointing import checkpointed
 from .pvt_v1_layers import PatchEmbed, PVTBlock, layer_norm, resize_pos_embed
-from .spm import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, StepwisePatchMerging,
-                  check_spm_stages, check_variant, reference_init)
-from .spm_plugin import InitCfg, init_cfg_list, is_pretrained, with_prefix
+from .spm import StepwisePatchMerging, reference_init
+from .spm_backbone import InitCfg, SPMBackbone
 from .spm_pvt_args import (PVTArgumentError, arch_settings, check_fixed_args,
                            check_paddings, init_cfg_of, pretrain_grids)
 from .spm_pvt_checkpoints import (check_coverage, check_depths, check_pvt_v1_fit,
                                   check_variant_fits, pretrained_backbone)
+from .spm_variants import (DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES, check_spm_stages,
+                           check_variant)
 
 
-class SPMPVT(BaseModule):
+class SPMPVT(SPMBackbone, BaseModule):
     """PVT v1 whose stage 2-4 patch embeddings are Stepwise Patch Merging.
 
     Takes the arguments of mmdet's ``PyramidVisionTransformer`` too, so that
@@ -155,6 +155,8 @@ class SPMPVT(BaseModule):
             depth-wise stride-2 convolution (odd; padding ``k // 2``). Only
             with ``guide='gtg'``. Default: 7.
     """
+
+    pretrained_options = ('from_pvt_v1', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -309,34 +311,19 @@ class SPMPVT(BaseModule):
                 notes.append(f'dropped the cls entry of {key} (dense mode)')
         return notes
 
-    def load_pretrained(self, filename: str, from_pvt_v1: bool = False,
-                        prefix: Optional[str] = None) -> tuple[list[str], list[str]]:
-        """Load a checkpoint of any layout the backbone knows.
+    def _load_backbone_state(self, state: dict, filename: str,
+                             from_pvt_v1: bool = False) -> tuple[list[str], list[str]]:
+        """Load a checkpoint of a layout :func:`.spm_pvt_checkpoints.detect_layout`
+        knows (the load pre-hook adapts and checks it).
 
-        The layouts are those :func:`.spm_pvt_checkpoints.detect_layout`
-        knows, read from anything mmengine's CheckpointLoader reads (paths,
-        URLs, schemes). The missing and the unexpected keys are logged too;
-        missing tensors keep their values from before the load.
-
-        Args:
-            filename (str): The checkpoint.
-            from_pvt_v1 (bool): The checkpoint is PVT v1's (official or mmdet
-                layout, see :func:`.spm_pvt_checkpoints.convert_pvt_v1`);
-                every tensor SPM-PVT shares with it is loaded and the SPM
-                layers keep their values from before the load. Without it a
-                PVT v1 checkpoint is refused, so that one given by mistake for
-                an SPM-PVT one does not leave the SPM layers untrained
-                unnoticed. Default: False.
-            prefix (str | None): If given, only the checkpoint's tensors under
-                ``prefix`` (removed) are loaded, as mmengine's ``Pretrained``
-                init reads them. Default: None.
-
-        Returns:
-            tuple[list[str], list[str]]: The missing and the unexpected keys.
+        ``from_pvt_v1`` (a ``Pretrained`` ``init_cfg`` key too): the
+        checkpoint is PVT v1's (official or mmdet layout, see
+        :func:`.spm_pvt_checkpoints.convert_pvt_v1`); every tensor SPM-PVT
+        shares with it is loaded and the SPM layers keep their values from
+        before the load. Without it a PVT v1 checkpoint is refused, so that
+        one given by mistake for an SPM-PVT one does not leave the SPM layers
+        untrained unnoticed. Default: False.
         """
-        state = unwrap(load_checkpoint(filename))
-        if prefix:
-            state = with_prefix(state, prefix, filename)
         backbone, layout, left_out = pretrained_backbone(state, filename, from_pvt_v1,
                                                          self.spm_stages)
         missing, unexpected = self.load_state_dict(backbone, strict=False)
@@ -362,74 +349,29 @@ class SPMPVT(BaseModule):
                   level=30 if missing or unexpected else 20)
         return missing, unexpected
 
-    def init_weights(self) -> None:
-        """Initialise as ``init_cfg`` says, as mmengine documents it.
-
-        ``init_cfg`` is a dict or a list of dicts: the reference
-        initialisation comes first (the SPM reference's for every layer,
-        position embeddings and cls token truncated normal, std 0.02), then
-        every entry but ``Pretrained`` (Kaiming, TruncNormal, Constant, ...)
-        on the layers it names, then the ``Pretrained`` checkpoint over all of
-        them (:meth:`load_pretrained`, with its ``prefix`` and
-        ``from_pvt_v1``). What the entries do not touch keeps the reference
-        initialisation.
-
-        Raises:
-            ValueError: If ``init_cfg`` names more than one ``Pretrained``
-                checkpoint.
-        """
-        cfgs = init_cfg_list(self.init_cfg, type(self).__name__)
-        pretrained = [c for c in cfgs if is_pretrained(c)]
-        if len(pretrained) > 1:
-            raise ValueError(f'SPMPVT: init_cfg names {len(pretrained)} Pretrained '
-                             f'checkpoints; give one.')
+    def _init_without_checkpoint(self, pretrained: bool) -> None:
+        """The SPM reference's initialisation for every layer, position
+        embeddings and cls token truncated normal (std 0.02)."""
         reference_init(self)
         for pos in self.pos_embeds:
             trunc_normal_(pos, std=.02)
         if self.with_cls_token:
             trunc_normal_(self.cls_token, std=.02)
-        others = [c for c in cfgs if not is_pretrained(c)]
-        if others:
-            initialize(self, others)
-        for cfg in pretrained:
-            self.load_pretrained(cfg['checkpoint'], cfg.get('from_pvt_v1', False),
-                                 cfg.get('prefix'))
-        self._is_init = True
 
-    def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple[int, int]:
-        """The layer-wise depth of a parameter and the number of depths.
+    def _stage_depths(self) -> list[int]:
+        return [len(stage) for stage in self.stages]
 
-        For mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` (as
-        mmpretrain's ``SwinTransformer.get_layer_depth``): the stage-1
-        embedding (and position embedding) at 0, block ``j`` of stage ``i``
-        at ``sum(depths[:i]) + j + 1``, the SPM layer, position embedding
-        (and cls token) of stage ``i`` at the depth of the block before them,
-        and the rest (the final norm; names outside ``prefix``, as the head)
-        at ``num_layers - 1``, where ``num_layers = sum(depths) + 2``.
-
-        Args:
-            param_name (str): The name of the parameter.
-            prefix (str): The prefix of the backbone's parameter names.
-                Default: ''.
-
-        Returns:
-            tuple[int, int]: The layer depth of the parameter and
-            ``num_layers``.
-        """
-        depths = [len(stage) for stage in self.stages]
-        num_layers = sum(depths) + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):].split('.')
-        if name[0] in ('patch_embeds', 'pos_embeds'):
-            depth = sum(depths[:int(name[1])])
-        elif name[0] == 'stages':
-            depth = sum(depths[:int(name[1])]) + int(name[2]) + 1
-        elif name[0] == 'cls_token':
-            depth = sum(depths[:3])
-        else:
-            depth = num_layers - 1
-        return depth, num_layers
+    def _layer_depth(self, name: str, depths: list[int]) -> Optional[int]:
+        # A stage's patch and position embedding (cls token: stage 4's) at
+        # the depth of the block before them; the final norm after the last.
+        parts = name.split('.')
+        if parts[0] in ('patch_embeds', 'pos_embeds'):
+            return sum(depths[:int(parts[1])])
+        if parts[0] == 'stages':
+            return sum(depths[:int(parts[1])]) + int(parts[2]) + 1
+        if parts[0] == 'cls_token':
+            return sum(depths[:3])
+        return None
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
@@ -440,15 +382,6 @@ class SPMPVT(BaseModule):
             m.eval()
         for p in [*self.pos_embeds[:n], *(p for m in frozen for p in m.parameters())]:
             p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SPMPVT':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def _run(self, module: nn.Module, *args) -> Tensor:
         """``module(*args)``; with ``with_cp`` (while gradients are recorded)

@@ -4,7 +4,7 @@ SPM-PVT with only ``type`` changed; mmdet's spellings of a checkpoint."""
 import warnings
 from typing import Optional, Sequence, Union
 
-from .spm_plugin import InitCfg
+from .spm_backbone import InitCfg
 from .spm_pvt_checkpoints import ARCH_DEPTHS
 
 # Fields shared by all archs; depths differ (docs/reference_model.md).

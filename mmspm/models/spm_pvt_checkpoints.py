@@ -17,7 +17,8 @@ from typing import Callable, Optional, Sequence, Union
 from torch import Tensor
 
 from ..safe_load import CheckpointError, backbone_of
-from .spm import DEFAULT_GUIDE_KERNEL_SIZE, KERNEL_SIZES, SPM_MERGES
+from .spm import KERNEL_SIZES
+from .spm_variants import DEFAULT_GUIDE_KERNEL_SIZE, SPM_MERGES
 
 # Blocks per stage of each SPM-PVT size: the one field in which the sizes
 # differ (docs/reference_model.md), so the only thing that tells their

@@ -64,7 +64,7 @@ def backbones() -> tuple[dict, list, list]:
 
     from mmspm.analysis import backbone_token, display_name
     from mmspm.models.families import FAMILIES
-    from mmspm.models.spm import VARIANT_ARGS
+    from mmspm.models.spm_variants import VARIANT_ARGS
     kinds = {
         'pvt': dict(type='PyramidVisionTransformer', num_layers=[2, 2, 2, 2]),
         'spm-pvt': dict(type='SPMPVT', arch='tiny'),

@@ -29,7 +29,7 @@ import mmspm  # noqa: F401
 from mmspm.analysis import backbone_token, display_name, name_token
 from mmspm.builder import build_model
 from mmspm.models.families import FAMILIES
-from mmspm.models.spm import VARIANT_ARGS
+from mmspm.models.spm_variants import VARIANT_ARGS
 from mmspm.testing import use_naive_spm
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
