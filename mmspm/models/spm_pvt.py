@@ -103,7 +103,9 @@ class SPMPVT(SPMBackbone, BaseModule):
             embedding, blocks, spatial reduction, final norm), as mmdet's
             ``norm_cfg`` (e.g. ``dict(type='LN', eps=1e-6)``). None: the
             reference's (eps 1e-6 in the blocks and the final norm, 1e-5 in
-            the stage-1 embedding and after the spatial reduction). SPM's own
+            the stage-1 embedding and after the spatial reduction), which
+            the SPM and PVT authors' checkpoints were trained with; mmdet's
+            PVT has 1e-6 everywhere (its default ``norm_cfg``). SPM's own
             norms stay. Default: None.
         num_stages (int): mmdet's; only 4 is possible, others are refused,
             naming why. Default: 4.
