@@ -7,7 +7,7 @@ from mmengine.config import Config
 from torch import nn
 
 from ..builder import build_model
-from ..safe_load import CheckpointError, load_checkpoint, unwrap
+from ..model_weights import load_model_weights
 
 # (task, module, class) of the models :func:`task_of` knows.
 TASKS = (('classifier', 'mmpretrain.models', 'ImageClassifier'),
@@ -47,10 +47,10 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     Args:
         cfg (Config): The config.
         checkpoint (str | None): The weights: a checkpoint trained with this
-            config, read without unpickling code; every tensor of the model
-            must be in it. None: the model's own initialisation (the
-            backbone's pretrained checkpoint, if the config names one, is not
-            read). Default: None.
+            config (or in the SPM authors' layout), loaded by
+            :func:`mmspm.model_weights.load_model_weights`. None: the model's
+            own initialisation (the backbone's pretrained checkpoint, if the
+            config names one, is not read). Default: None.
 
     Returns:
         nn.Module: The model.
@@ -60,12 +60,5 @@ def load_model(cfg: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """
     model = build_model(cfg, init_weights=checkpoint is None)
     if checkpoint is not None:
-        state = unwrap(load_checkpoint(checkpoint))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f'{checkpoint!r} does not fit the model of the config: missing '
-                f'{missing[:6]}, unexpected {unexpected[:6]}. Pass a checkpoint '
-                f'trained with this config (convert the SPM authors\' checkpoints '
-                f'with tools/model_converters/spm2mmspm.py first).')
+        load_model_weights(model, checkpoint)
     return model.eval()

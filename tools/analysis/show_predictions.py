@@ -15,31 +15,15 @@ import argparse
 import importlib
 import os
 import os.path as osp
-from types import SimpleNamespace
 
 import mmcv
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
-from mmengine.runner.checkpoint import _load_checkpoint_to_model
-from torch import nn
 
 from mmspm.builder import build_model
-from mmspm.hooks import ReferenceCheckpointHook
-from mmspm.safe_load import load_checkpoint
+from mmspm.model_weights import load_model_weights
 from mmspm.visualization import build_visualizer, draw_sample
-
-
-def load_weights(model: nn.Module, checkpoint: str) -> None:
-    """Load ``checkpoint`` into ``model`` as ``tools/test.py`` has the Runner
-    load it: read without unpickling code (:mod:`mmspm.safe_load`), the SPM
-    authors' layout renamed by :class:`ReferenceCheckpointHook`, then loaded
-    by mmengine; every tensor of the model must be in it (pictures of an
-    untrained model would mislead)."""
-    state = load_checkpoint(checkpoint)
-    # The hook reads nothing of the runner but its model.
-    ReferenceCheckpointHook().after_load_checkpoint(SimpleNamespace(model=model), state)
-    _load_checkpoint_to_model(model, state, strict=True)
 
 
 def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
@@ -48,7 +32,7 @@ def show_predictions(cfg: Config, checkpoint: str, out_dir: str, num: int = 4,
     scope = cfg.default_scope
     model = build_model(cfg)  # in the config's scope
     registry = importlib.import_module(f'{scope}.registry')
-    load_weights(model, checkpoint)
+    load_model_weights(model, checkpoint)
     model.eval()
     dataset = registry.DATASETS.build(cfg.test_dataloader.dataset)
     visualizer = build_visualizer(cfg, dataset.metainfo, f'show_predictions_{id(model)}')
