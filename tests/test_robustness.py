@@ -1,4 +1,5 @@
 """Bad and unusual inputs through the real pipelines: handled or clearly refused."""
+import copy
 import json
 import os.path as osp
 
@@ -65,20 +66,27 @@ def test_segmentation_any_image(segmentor, tmp_path, resize):
 def test_detection_any_image(detector, tmp_path, resize):
     from mmdet.apis import inference_detector
     from mmengine.registry import DefaultScope
-    pipeline = [t for t in detector.cfg.test_dataloader.dataset.pipeline
+    cfg = detector.cfg
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
                 if t['type'] != 'LoadAnnotations']
     if not resize:  # mmdet needs a scale factor: resize by 1
         pipeline = [dict(type='Resize', scale_factor=1.0, keep_ratio=True)
                     if t['type'] == 'Resize' else t for t in pipeline]
+    # On a copy of the module's detector's config: the other parametrization
+    # reads the original, in whatever order they run.
+    detector.cfg = copy.deepcopy(cfg)
     detector.cfg.test_dataloader.dataset.pipeline = pipeline
-    for name, (path, hw) in write_images(tmp_path).items():
-        # The test pipeline is built in the default scope, which the
-        # module's detector fixture set for the first test only.
-        with DefaultScope.overwrite_default_scope('mmdet'):
-            result = inference_detector(detector, path)
-        pred = result.pred_instances
-        assert pred.masks.shape[-2:] == hw, name
-        assert torch.isfinite(pred.scores).all()
+    try:
+        for name, (path, hw) in write_images(tmp_path).items():
+            # The test pipeline is built in the default scope, which the
+            # module's detector fixture set for the first test only.
+            with DefaultScope.overwrite_default_scope('mmdet'):
+                result = inference_detector(detector, path)
+            pred = result.pred_instances
+            assert pred.masks.shape[-2:] == hw, name
+            assert torch.isfinite(pred.scores).all()
+    finally:
+        detector.cfg = cfg
 
 
 def test_unreadable_image_names_the_file(segmentor, tmp_path):
