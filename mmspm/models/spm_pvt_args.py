@@ -1,6 +1,8 @@
-"""SPMPVT's architecture arguments: its own (``arch``) and those of mmdet's
-``PyramidVisionTransformer`` (PVT v1), so that mmdet's PVT configs build
-SPM-PVT with only ``type`` changed; mmdet's spellings of a checkpoint."""
+"""SPMPVT's architecture arguments: its own and those of mmdet's PVT v1.
+
+Its own (``arch``) and those of mmdet's ``PyramidVisionTransformer`` (PVT
+v1), so that mmdet's PVT configs build SPM-PVT with only ``type`` changed;
+and mmdet's spellings of a checkpoint (:func:`init_cfg_of`)."""
 import warnings
 from typing import Optional, Sequence, Union
 
@@ -13,10 +15,12 @@ _PVT_V1 = dict(
     num_heads=(1, 2, 5, 8),
     mlp_ratios=(8, 8, 4, 4),
     sr_ratios=(8, 4, 2, 1))
+# Each arch's fields by name (tiny, small, medium, large): the shared ones
+# and its depths (spm_pvt_checkpoints.ARCH_DEPTHS), one per stage.
 ARCH_SETTINGS = {name: dict(_PVT_V1, depths=depths) for name, depths in ARCH_DEPTHS.items()}
 
 # Arguments of mmdet's PyramidVisionTransformer (PVT v1) that SPMPVT can only
-# take at these values, and why.
+# take at these values, and why: name -> (the one possible value, why).
 FIXED_PVT_V1_ARGS = dict(
     num_stages=(4, 'SPM-PVT has four stages'),
     patch_sizes=((4, 2, 2, 2), 'stage 1 embeds 4x4 patches and stages 2-4 start with '
@@ -32,18 +36,31 @@ FIXED_PVT_V1_ARGS = dict(
 
 
 class PVTArgumentError(ValueError, AssertionError):
-    """An argument mmdet's ``PyramidVisionTransformer`` refuses with an
-    assertion: a ValueError naming the problem, which code written for
-    mmdet's PVT catches as the AssertionError it expects there."""
+    """An argument mmdet's ``PyramidVisionTransformer`` refuses with an assertion.
+
+    A ValueError naming the problem, which code written for mmdet's PVT
+    catches as the AssertionError it expects there.
+    """
 
 
-# Short arch names, as in the config names (spm-pvt-t, ...).
+# Short arch names, as in the config names (spm-pvt-t, ...): alias -> the
+# name in ARCH_SETTINGS.
 ARCH_ALIASES = dict(t='tiny', s='small', m='medium', l='large')
 
 
 def check_fixed_args(**args) -> None:
-    """ValueError naming the argument, for an mmdet PVT v1 argument at a
-    value SPMPVT cannot honour (:data:`FIXED_PVT_V1_ARGS`)."""
+    """Refuse an mmdet PVT v1 argument at a value SPMPVT cannot honour.
+
+    Lists and tuples compare as tuples.
+
+    Args:
+        **args: mmdet's arguments named in :data:`FIXED_PVT_V1_ARGS`, by
+            name, at the values given.
+
+    Raises:
+        ValueError: For an argument at another value than the possible
+            one, naming the argument, why, and the possible value.
+    """
     for name, value in args.items():
         possible, why = FIXED_PVT_V1_ARGS[name]
         if (tuple(value) if isinstance(value, (list, tuple)) else value) != possible:
@@ -53,13 +70,26 @@ def check_fixed_args(**args) -> None:
 
 def check_paddings(paddings: Sequence[Union[int, str]],
                    spm_stages: Sequence[int]) -> tuple:
-    """mmdet's ``paddings`` (one per patch embedding) as a tuple, refusing
-    what SPMPVT cannot honour, naming why.
+    """mmdet's ``paddings`` as a tuple, refusing what SPMPVT cannot honour.
+
+    One entry per patch embedding; a refusal names why.
 
     The entries of the PVT v1 patch embeddings (stage 1's, and the merges
     that are not SPM) are theirs to honour; an SPM merge pads an odd map by
     itself at the bottom/right (giving ``ceil(H/2)``), which is 'corner', so
     its entry must be 0 (mmdet's default) or 'corner'.
+
+    Args:
+        paddings (Sequence[int | str]): mmdet's ``paddings``: four entries,
+            stage 1's embedding's and those of merges 1-3.
+        spm_stages (Sequence[int]): The merges (1-3) that are SPM.
+
+    Returns:
+        tuple: ``paddings`` as a tuple.
+
+    Raises:
+        ValueError: If ``paddings`` is not a list or tuple of four entries,
+            or an SPM merge's entry is neither 0 nor 'corner'.
     """
     if not isinstance(paddings, (list, tuple)) or len(paddings) != 4:
         raise ValueError(f'SPMPVT: paddings needs four entries (one per patch '
@@ -74,8 +104,18 @@ def check_paddings(paddings: Sequence[Union[int, str]],
 
 
 def pretrain_grids(pretrain_img_size: Union[int, Sequence[int]]) -> tuple:
-    """The four stages' position-embedding grids ``(h, w)`` for mmdet's
-    ``pretrain_img_size`` (an int, or a tuple of one or two).
+    """The four stages' position-embedding grids for ``pretrain_img_size``.
+
+    Stage ``i`` (from 0) embeds positions on a grid of ``1 / 2**(i + 2)``
+    the size, floored.
+
+    Args:
+        pretrain_img_size (int | Sequence[int]): The side of a square
+            image, or a tuple of one (a square) or two (height, width).
+
+    Returns:
+        tuple[tuple[int, int], ...]: The grids ``(h, w)`` of the four
+        stages.
 
     Raises:
         PVTArgumentError: For a tuple of another length.
@@ -98,8 +138,24 @@ def pretrain_grids(pretrain_img_size: Union[int, Sequence[int]]) -> tuple:
 
 
 def init_cfg_of(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
-    """``init_cfg`` with mmdet's PVT spellings of a checkpoint (a dict with
-    ``checkpoint`` and no ``type``; ``pretrained=PATH``) as ``Pretrained``."""
+    """``init_cfg`` with mmdet's PVT spellings of a checkpoint as ``Pretrained``.
+
+    mmdet's PVT takes a checkpoint as an ``init_cfg`` entry with
+    ``checkpoint`` and no ``type``, or as ``pretrained=PATH`` (deprecated,
+    with a warning); both become ``dict(type='Pretrained', ...)``.
+
+    Args:
+        init_cfg (dict | Sequence[dict] | None): SPMPVT's ``init_cfg``.
+        pretrained (str | None): mmdet's deprecated checkpoint path or URL.
+
+    Returns:
+        dict | list[dict] | None: ``init_cfg`` with those entries typed, or
+        the ``Pretrained`` entry of ``pretrained``.
+
+    Raises:
+        PVTArgumentError: If both ``init_cfg`` and ``pretrained`` are given.
+        TypeError: If ``pretrained`` is not a string.
+    """
     if pretrained is not None:
         if init_cfg is not None:
             raise PVTArgumentError('SPMPVT: give the checkpoint either as init_cfg or '
@@ -112,6 +168,7 @@ def init_cfg_of(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
         return dict(type='Pretrained', checkpoint=pretrained)
 
     def typed(cfg):
+        # mmdet's untyped checkpoint entry as Pretrained; others unchanged.
         if isinstance(cfg, dict) and 'type' not in cfg and 'checkpoint' in cfg:
             return dict(cfg, type='Pretrained')
         return cfg
@@ -120,9 +177,36 @@ def init_cfg_of(init_cfg: InitCfg, pretrained: Optional[str]) -> InitCfg:
         return [typed(c) for c in init_cfg]
     return typed(init_cfg)
 
+
 def arch_settings(arch: Union[str, dict], embed_dims: Optional[int], num_layers, num_heads,
               mlp_ratios, sr_ratios) -> dict:
-    """The arch's fields, those that the PVT v1 arguments give replaced."""
+    """The arch's fields, those that the PVT v1 arguments give replaced.
+
+    As in mmdet's PVT, ``embed_dims`` is the channels per head: the stages
+    have ``embed_dims * num_heads[i]`` channels (64 per head when only
+    ``num_heads`` is given).
+
+    Args:
+        arch (str | dict): See :func:`parse_arch`.
+        embed_dims (int | None): mmdet's ``embed_dims``; None: the arch's
+            (64 if ``num_heads`` is given).
+        num_layers (Sequence[int] | None): The blocks per stage (the arch's
+            ``depths``); None: the arch's.
+        num_heads (Sequence[int] | None): The heads per stage; None: the
+            arch's.
+        mlp_ratios (Sequence[int] | None): The MLP ratio per stage; None:
+            the arch's.
+        sr_ratios (Sequence[int] | None): The spatial-reduction ratio per
+            stage; None: the arch's.
+
+    Returns:
+        dict: ``embed_dims``, ``num_heads``, ``mlp_ratios``, ``sr_ratios``
+        and ``depths``, four entries each.
+
+    Raises:
+        PVTArgumentError: For a per-stage argument without four entries.
+        ValueError: For an ``arch`` that :func:`parse_arch` refuses.
+    """
     settings = dict(parse_arch(arch))
     given = dict(depths=num_layers, num_heads=num_heads, mlp_ratios=mlp_ratios,
                  sr_ratios=sr_ratios)
@@ -139,7 +223,24 @@ def arch_settings(arch: Union[str, dict], embed_dims: Optional[int], num_layers,
         settings['embed_dims'] = tuple(base * h for h in settings['num_heads'])
     return settings
 
+
 def parse_arch(arch: Union[str, dict]) -> dict:
+    """The fields of an arch given by name or as a dict.
+
+    Args:
+        arch (str | dict): A name in :data:`ARCH_SETTINGS` or
+            :data:`ARCH_ALIASES` (any case), or a custom arch: a dict with
+            exactly the keys ``embed_dims``, ``num_heads``, ``mlp_ratios``,
+            ``sr_ratios`` and ``depths``, four entries each.
+
+    Returns:
+        dict: The arch's fields, as tuples (for a name, its
+        :data:`ARCH_SETTINGS` entry itself).
+
+    Raises:
+        ValueError: For an unknown name, or a dict with other keys or a
+            field without four entries.
+    """
     if isinstance(arch, str):
         name = ARCH_ALIASES.get(arch.lower(), arch.lower())
         if name not in ARCH_SETTINGS:
