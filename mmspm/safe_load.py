@@ -394,8 +394,7 @@ def backbone_of(state: 'OrderedDict[str, Tensor]') -> 'OrderedDict[str, Tensor]'
     """
     if not any(k.startswith('backbone.') for k in state):
         return state
-    return OrderedDict((k[len('backbone.'):], v) for k, v in state.items()
-                       if k.startswith('backbone.'))
+    return with_prefix(state, 'backbone', 'the whole-model state dict')
 
 
 def with_prefix(state: 'OrderedDict[str, Tensor]', prefix: str,
