@@ -1,6 +1,7 @@
 """SPM-Swin and SPM-PVTv2: mmdet's Swin and PVTv2 with SPM in place of their
 downsampling, equal to the upstream models everywhere else, initialised from
-upstream checkpoints with only the SPM layers left at init."""
+upstream checkpoints with only the SPM layers left at init (what every SPM
+backbone keeps is in test_backbone_contract.py)."""
 import copy
 import logging
 import math
@@ -249,24 +250,6 @@ def spm_modules(model) -> list:
 
 
 @pytest.mark.parametrize('family', FAMILIES)
-def test_init_cfg_dict_names_layers_and_spm_keeps_the_reference_init(family):
-    """What the user names wins, SPM's Linear layers included; the SPM layers
-    it does not name get the SPM reference's initialisation."""
-    torch.manual_seed(0)
-    model = CLASSES[family][0](**SMALL[family],
-                               init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.1))
-    model.init_weights()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert any(m in linears for spm in spm_modules(model) for m in spm.modules())
-    for m in linears:
-        assert (m.weight == 0.5).all() and (m.bias == 0.1).all()
-    for spm in spm_modules(model):
-        guide = spm.gle.gtg[2].weight  # the reference's std sqrt(2 / 49), not Constant's
-        assert abs(guide.std().item() - math.sqrt(2 / 49)) < 0.03
-        assert (spm.gle.norm0.weight == 1).all() and (spm.gle.norm0.bias == 0).all()
-
-
-@pytest.mark.parametrize('family', FAMILIES)
 def test_init_cfg_list_as_mmengine_documents_then_saved_and_reloaded(family, tmp_path):
     """As mmpretrain's test_init_weights: the values the list asks for, then
     the model saved and loaded back through a Pretrained init_cfg (with a
@@ -296,14 +279,6 @@ def test_init_cfg_list_as_mmengine_documents_then_saved_and_reloaded(family, tmp
     again.init_weights()
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
-
-
-def test_pretrained_prefix_not_in_the_checkpoint_is_named(tmp_path):
-    torch.save({'state_dict': {'backbone.x': torch.zeros(1)}}, tmp_path / 'c.pth')
-    model = SPMSwinTransformer(**SMALL['swin'], init_cfg=dict(
-        type='Pretrained', checkpoint=str(tmp_path / 'c.pth'), prefix='encoder'))
-    with pytest.raises(CheckpointError, match=r"prefix 'encoder\.'.*'backbone\.'"):
-        model.init_weights()
 
 
 def test_init_cfg_of_another_form_is_refused():
@@ -369,44 +344,6 @@ def test_with_cp_covers_the_spm_layers(family):
     assert saved_cp.total < saved_plain.total / 2
 
 
-@pytest.mark.parametrize('family,kwargs,frozen', [
-    # mmdet's Swin: 1 = the patch embedding and stage 1, its SPM included
-    ('swin', dict(frozen_stages=1), ['patch_embed.', 'stages.0.', 'norm0.']),
-    # mmpretrain's: 0 = the patch embedding and stage 0
-    ('pswin', dict(frozen_stages=0), ['patch_embed.', 'stages.0.', 'norm0.']),
-    # PVTv2: 1 = stage 1 (layers[0]); the SPM into stage 2 stays trainable
-    ('pvtv2', dict(frozen_stages=1), ['layers.0.']),
-    ('pvtv2', dict(frozen_stages=0), ['layers.0.0.']),
-])
-def test_frozen_stages_hold_from_construction_and_in_train(family, kwargs, frozen):
-    """Frozen before anything calls train(): DDP, wrapped right after the
-    model is built, must not see them as trainable (mmdet issue 12345)."""
-    model = CLASSES[family][0](**SMALL[family], **kwargs)
-
-    def check():
-        for name, p in model.named_parameters():
-            assert p.requires_grad != name.startswith(tuple(frozen)), name
-
-    check()
-    if family != 'pvtv2':
-        assert not model.stages[0].downsample.msa.proj[0].weight.requires_grad
-    model.train()
-    check()
-    # In eval mode too (mmpretrain leaves its output norms' mode alone).
-    stages = tuple(f.rstrip('.') for f in frozen if not f.startswith('norm'))
-    assert not any(m.training for n, m in model.named_modules() if n.startswith(stages))
-
-
-@pytest.mark.parametrize('family', FAMILIES)
-@pytest.mark.parametrize('norm_eval', [True, False])
-def test_norm_eval_keeps_spm_batchnorms_in_eval_mode(family, norm_eval):
-    model = CLASSES[family][0](**SMALL[family], norm_eval=norm_eval).train()
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(norms) == 6  # MSA's and GLE's in each of the three SPM layers
-    assert all(m.training != norm_eval for m in norms)
-    assert all(m.training for m in model.modules() if not isinstance(m, torch.nn.BatchNorm2d))
-
-
 @pytest.mark.parametrize('family', ['swin', 'pswin'])
 def test_layer_depth_is_mmpretrain_swins_with_spm_as_the_downsampling(family):
     """Both SPM-Swins give every parameter mmpretrain's Swin's depth, and the
@@ -420,17 +357,6 @@ def test_layer_depth_is_mmpretrain_swins_with_spm_as_the_downsampling(family):
     assert ours.get_layer_depth('backbone.stages.1.downsample.msa.proj.0.weight',
                                 'backbone.') == (2, 7)
     assert ours.get_layer_depth('head.fc.weight', 'backbone.') == (6, 7)
-
-
-def test_pvtv2_layer_depth():
-    model = SPMPVTv2(**SMALL['pvtv2'])  # depths 1, 1, 2, 1: 5 blocks, 7 depths
-    depths = {n: model.get_layer_depth(n)[0] for n, _ in model.named_parameters()}
-    assert {depths[n] for n in depths if n.startswith('layers.0.0.')} == {0}
-    assert {depths[n] for n in depths if n.startswith('layers.0.1.0.')} == {1}
-    assert {depths[n] for n in depths if n.startswith('layers.1.0.')} == {1}  # SPM
-    assert {depths[n] for n in depths if n.startswith('layers.2.1.1.')} == {4}
-    assert {depths[n] for n in depths if n.startswith('layers.3.2.')} == {5}
-    assert model.get_layer_depth('layers.0.0.projection.weight') == (0, 7)
 
 
 def test_layer_decay_example_config():

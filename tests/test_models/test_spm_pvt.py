@@ -1,5 +1,6 @@
-"""SPMPVT backbone: shapes, reference equality, freezing, parameter counts,
-mmdet's PVT v1 arguments, init_cfg, with_cp, layer-wise depths."""
+"""SPMPVT backbone: shapes, reference equality, parameter counts, mmdet's PVT
+v1 arguments, init_cfg, with_cp, layer-wise depths (what every SPM backbone
+keeps, frozen_stages and norm_eval included, is in test_backbone_contract.py)."""
 import inspect
 
 import pytest
@@ -104,34 +105,6 @@ def test_out_indices():
     model = SPMPVT('tiny', out_indices=(1, 3)).eval()
     outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [128, 512]
-
-
-def test_frozen_stages_and_norm_eval():
-    model = SPMPVT('tiny', frozen_stages=2, norm_eval=True)
-    frozen = ('patch_embeds.0.', 'patch_embeds.1.', 'stages.0.', 'stages.1.',
-              'pos_embeds.0', 'pos_embeds.1')
-    # frozen from construction on (DDP takes the parameters needing
-    # gradients before train() is called), and after train()
-    for name, p in model.named_parameters():
-        assert p.requires_grad != name.startswith(frozen), name
-    assert not model.patch_embeds[1].training
-    model.train()
-    for name, p in model.named_parameters():
-        assert p.requires_grad != name.startswith(frozen), name
-    assert not model.patch_embeds[1].training and not model.stages[1].training
-    assert model.stages[2].training
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and not any(m.training for m in bns)
-    # norm_eval: BN statistics stay put in a training step
-    before = bns[-1].running_mean.clone()
-    model(torch.randn(2, 3, 64, 64))
-    torch.testing.assert_close(bns[-1].running_mean, before)
-
-    stem_only = SPMPVT('tiny', frozen_stages=0)
-    stem_only.train()
-    trainable = {n for n, p in stem_only.named_parameters() if p.requires_grad}
-    assert not any(n.startswith(('patch_embeds.0.', 'pos_embeds.0')) for n in trainable)
-    assert any(n.startswith('stages.0.') for n in trainable)
 
 
 def test_custom_arch_dict():
@@ -251,33 +224,6 @@ def test_pvt_v1_arguments_spm_pvt_cannot_take(args, message):
 
 def modules_of(model, kind):
     return [m for m in model.modules() if isinstance(m, kind)]
-
-
-def test_init_cfg_dict_wins_over_the_reference_init(tmp_path):
-    """What the user's init_cfg names gets the values asked for (here every
-    Linear, SPM's included); everything else keeps the reference
-    initialisation; saved and reloaded, the values stay."""
-    torch.manual_seed(1)
-    model = SPMPVT(init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.1))
-    model.init_weights()
-    linears = modules_of(model, torch.nn.Linear)
-    assert any(m is model.patch_embeds[2].gle.qkv for m in linears)
-    for m in linears:
-        assert torch.all(m.weight == 0.5) and torch.all(m.bias == 0.1)
-    torch.manual_seed(1)
-    plain = SPMPVT()
-    plain.init_weights()
-    untouched = {k: v for k, v in plain.state_dict().items()
-                 if not any(k.startswith(n + '.') for n, m in plain.named_modules()
-                            if isinstance(m, torch.nn.Linear))}
-    assert len(untouched) > 100
-    for k, v in untouched.items():
-        assert torch.equal(model.state_dict()[k], v), k
-    torch.save(model.state_dict(), tmp_path / 'constant.pth')
-    reloaded = SPMPVT(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'constant.pth')))
-    reloaded.init_weights()
-    for k, v in model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[k], v), k
 
 
 def test_init_cfg_list_as_mmengine_documents(tmp_path):
