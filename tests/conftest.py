@@ -97,8 +97,9 @@ def classifier(demo_data, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def detector_run(classifier, demo_data, tmp_path_factory):
-    """The demo detector trained from the classifier for 20 iterations: the
-    fewest after which it detects something on the exported sizes."""
+    """The demo detector trained from the classifier for 20 iterations (the
+    fewest after which it detects something on the exported sizes): its
+    last checkpoint, the training log and the options."""
     work_dir = tmp_path_factory.mktemp('det')
     epochs = 10  # 8 images, batch 4
     options = det_options(demo_data, epochs, from_scratch=False) + [
@@ -106,4 +107,4 @@ def detector_run(classifier, demo_data, tmp_path_factory):
         'param_scheduler.1.milestones=[1000]', 'default_hooks.logger.interval=10']
     out = run(sys.executable, 'tools/train.py', DET_CONFIG, '--work-dir', str(work_dir),
               *options)
-    return work_dir, out, options
+    return work_dir / f'epoch_{epochs}.pth', out, options

@@ -201,7 +201,7 @@ def test_tool_exports_a_checkpoint_and_verifies(tmp_path):
 def detector_onnx(detector_run, demo_data, tmp_path_factory):
     """The briefly trained demo detector, exported once by the CLI (which
     --verify-ies it on a demo image)."""
-    checkpoint = detector_run[0] / 'epoch_10.pth'
+    checkpoint = detector_run[0]
     path = tmp_path_factory.mktemp('onnx') / 'det.onnx'
     image = sorted(glob.glob(f'{demo_data}/coco/val2017/*.jpg'))[-1]
     log = run('python', 'tools/deployment/pytorch2onnx.py', DET_CONFIG, str(checkpoint),

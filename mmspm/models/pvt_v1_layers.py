@@ -165,10 +165,8 @@ class SpatialReductionAttention(nn.Module):
             H, W = hw_shape
             # Tokens may carry a cls token first only when sr_ratio == 1.
             kv = x.transpose(1, 2).reshape(B, C, H, W)
-            # sym_max, not max: no Python branch on a symbolic size.
-            kv = F.pad(kv, (0, torch.sym_max(self.sr_ratio - W, 0),
-                            0, torch.sym_max(self.sr_ratio - H, 0)))
-            kv = self.sr(kv)
+            sr = self.sr_ratio
+            kv = self.sr(F.pad(kv, (0, at_least(W, sr) - W, 0, at_least(H, sr) - H)))
             kv = self.norm(kv.flatten(2).transpose(1, 2))
         else:
             kv = x
@@ -176,6 +174,15 @@ class SpatialReductionAttention(nn.Module):
         x = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def at_least(size: Union[int, Tensor], minimum: int) -> Union[int, Tensor]:
+    """``max(size, minimum)`` without a Python branch on ``size``, for an int,
+    a symbolic size (``torch.compile``, ``torch.export``: ``torch.sym_max``)
+    or a size traced as a tensor (``torch.jit.trace``, e.g. FLOP counting)."""
+    if isinstance(size, Tensor):
+        return size.clamp(min=minimum)
+    return torch.sym_max(size, minimum)
 
 
 class Mlp(nn.Module):

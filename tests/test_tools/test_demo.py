@@ -50,11 +50,11 @@ def test_classifier_initialises_the_dense_backbone(classifier, config):
 
 @pytest.mark.slow
 def test_briefly_trained_detector_beats_untrained(detector_run, classifier, tmp_path):
-    work_dir, train_log, options = detector_run
+    checkpoint, train_log, options = detector_run
     assert f'SPMPVT: loaded {classifier}' in train_log
     assert 'missing keys: none; unexpected keys: none' in train_log
     trained = metric(run(sys.executable, 'tools/test.py', DET_CONFIG,
-                         str(work_dir / 'epoch_25.pth'), '--work-dir', str(tmp_path / 'a'),
+                         str(checkpoint), '--work-dir', str(tmp_path / 'a'),
                          *options), 'coco/bbox_mAP')
     # The same model as initialised (backbone from the classifier), on disk.
     torch.manual_seed(0)
@@ -83,9 +83,9 @@ def check_pictures(output: str, num: int, image_dir: str) -> None:
 
 @pytest.mark.slow
 def test_pictures_of_both_dense_models(detector_run, demo_data, tmp_path):
-    work_dir, _, det_opts = detector_run
+    checkpoint, _, det_opts = detector_run
     out = run(sys.executable, 'tools/analysis/show_predictions.py', DET_CONFIG,
-              str(work_dir / 'epoch_25.pth'), '--out-dir', str(tmp_path / 'det'),
+              str(checkpoint), '--out-dir', str(tmp_path / 'det'),
               '--num', '2', *det_opts)
     check_pictures(out, 2, f'{demo_data}/coco/val2017')
     torch.manual_seed(0)
