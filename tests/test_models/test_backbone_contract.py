@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.overrides import TorchFunctionMode
 
 from mmspm.models.spm import StepwisePatchMerging
 from mmspm.registry import REGISTERED_IN, models_for
@@ -175,27 +174,34 @@ BLOCKS = ('SwinBlock', 'PVTEncoderLayer', 'PVTBlock')
 OUTPUT_NORM = re.compile(r'^norm\d*\.')
 
 
-class FirstUse(TorchFunctionMode):
-    """The names of a model's parameters in the order its forward first uses them."""
+class Named(torch.Tensor):
+    """A parameter's value that reports each torch function it enters.
 
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.names = {id(p): n for n, p in model.named_parameters()}
-        self.order = []
+    A subclass, not a ``TorchFunctionMode``: torch 2.1's modes do not see
+    indexing a ``Parameter`` (SPM's ``qkv.weight[...]``, Swin's bias table).
+    """
+    seen: list
 
-    def _see(self, value) -> None:
-        if isinstance(value, (list, tuple)):
-            for v in value:
-                self._see(v)
-        elif isinstance(value, dict):
-            self._see(list(value.values()))
-        elif isinstance(value, torch.Tensor) and id(value) in self.names:
-            self.order.append(self.names.pop(id(value)))
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self._see((args, kwargs))
-        return func(*args, **kwargs)
+        for value in torch.utils._pytree.tree_flatten((args, kwargs))[0]:
+            if isinstance(value, Named) and value.param_name not in cls.seen:
+                cls.seen.append(value.param_name)
+        with torch._C.DisableTorchFunctionSubclass():  # results are plain tensors
+            return func(*args, **kwargs)
+
+
+def first_use(model: nn.Module, x: torch.Tensor) -> list:
+    """The names of a model's parameters in the order its forward first uses them."""
+    Named.seen = []
+    params = {}
+    for n, p in model.named_parameters():
+        params[n] = p.detach().as_subclass(Named)
+        params[n].param_name = n
+    with torch.no_grad():
+        torch.func.functional_call(model, params, (x, ))
+    return Named.seen
 
 
 @cases
@@ -212,11 +218,10 @@ def test_layer_depth_counts_the_blocks_before_each_parameter(scope, name):
     depths = [len(s) for s in stages.values()]
     assert len(depths) == 4
     num_layers = sum(depths) + 2
-    with FirstUse(model) as use, torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))
-    assert sorted(use.order) == sorted(n for n, _ in model.named_parameters())
+    order = first_use(model, torch.randn(1, 3, 64, 64))
+    assert sorted(order) == sorted(n for n, _ in model.named_parameters())
     started, along = 0, []
-    for n in use.order:
+    for n in order:
         depth, total = model.get_layer_depth('backbone.' + n, 'backbone.')
         assert total == num_layers and 0 <= depth < num_layers, n
         block = next((i for i, b in enumerate(blocks) if n.startswith(b + '.')), None)
