@@ -12,7 +12,7 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
-from .spm import pad_to_multiple
+from .spm import pad_to_multiple, padding_to_multiple
 
 
 def resize_pos_embed(pos_embed: Tensor, grid: Union[int, tuple[int, int]], H: int,
@@ -115,8 +115,7 @@ class PatchEmbed(nn.Module):
         if self.padding == 'corner':
             x = pad_to_multiple(x, self.patch_size)
         elif self.padding == 'same':
-            padded = pad_to_multiple(x, self.patch_size)
-            pad_h, pad_w = padded.shape[-2] - x.shape[-2], padded.shape[-1] - x.shape[-1]
+            pad_h, pad_w = padding_to_multiple(x, self.patch_size)
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         x = self.proj(x)
         # LayerNorm over channels-last memory, returned as an NCHW view.

@@ -355,11 +355,16 @@ def pad_to_multiple(x: Tensor, multiple: Union[int, tuple[int, int]]) -> Tensor:
     Returns:
         Tensor: The padded map.
     """
+    pad_h, pad_w = padding_to_multiple(x, multiple)
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def padding_to_multiple(x: Tensor, multiple: Union[int, tuple[int, int]]) -> tuple:
+    """The rows and columns that :func:`pad_to_multiple` adds to an NCHW map,
+    ``(pad_h, pad_w)``, by floor divisions (see there why)."""
     mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     H, W = x.shape[-2:]
-    pad_h = (H + mh - 1) // mh * mh - H
-    pad_w = (W + mw - 1) // mw * mw - W
-    return F.pad(x, (0, pad_w, 0, pad_h))
+    return (H + mh - 1) // mh * mh - H, (W + mw - 1) // mw * mw - W
 
 
 class WindowReduction(nn.Module):
