@@ -67,6 +67,22 @@ def test_no_spm_is_the_upstream_model(scope, name, pretrain_size, tmp_path):
     torch.manual_seed(0)
     key = 'img_size' if scope == 'mmpretrain' and 'Swin' in name else 'pretrain_img_size'
     args = {key: pretrain_size} if pretrain_size else {}
+    assert_upstream_outputs(scope, name, tmp_path, **args)
+
+
+@pytest.mark.parametrize('paddings', [('corner', ) * 4, ('same', ) * 4, (1, 0, 0, 0)],
+                         ids=['corner', 'same', 'int'])
+@pytest.mark.parametrize('scope', [s for s, n in CASES if n == 'SPMPVT'])
+def test_spmpvt_pads_as_mmdet(scope, paddings, tmp_path):
+    """mmdet's ``paddings`` (AdaptivePadding's modes, a conv padding) give
+    mmdet's PVT v1 outputs at odd sizes."""
+    torch.manual_seed(0)
+    assert_upstream_outputs(scope, 'SPMPVT', tmp_path, paddings=paddings)
+
+
+def assert_upstream_outputs(scope: str, name: str, tmp_path, **args) -> None:
+    """Ours, built with ``args`` and loading the upstream model's checkpoint
+    file through init_cfg, gives the upstream model's outputs at every size."""
     upstream, _ = pair(scope, name, **args)
     randomized(upstream)
     path = str(tmp_path / 'upstream.pth')
