@@ -137,11 +137,14 @@ def test_frozen_stages_hold_from_construction_and_after_train(scope, name, froze
     before train() is called) and after train(); the rest trains."""
     model = build(scope, name, frozen_stages=frozen_stages)
     frozen, in_eval = frozen_parts(scope, name, frozen_stages)
-    for when in ('built', 'train()'):
-        if when == 'train()':
-            model.train()
+
+    def assert_frozen(when: str) -> None:
         for n, p in model.named_parameters():
             assert p.requires_grad != under(n, frozen), f'{when}: {n}'
+
+    assert_frozen('built')
+    model.train()
+    assert_frozen('train()')
     assert any(under(n, in_eval) for n, _ in model.named_modules())
     for n, m in model.named_modules():
         if n:
